@@ -1,0 +1,345 @@
+"""Built-in sample dataset in the exact DFDC layout, made from real photographs.
+
+Faces come from photographs that ship inside installed packages
+(scikit-image's astronaut, cameraman and LFW subset, matplotlib's Grace
+Hopper). A real video composites one or two faces on a background photo and
+films it with a smooth camera path, lighting drift and sensor noise. Each fake
+is made from its real video frame by frame, as DFDC fakes were: another
+identity's face is aligned on the five MTCNN landmarks, colour-matched and
+blended with a feathered mask. Everything is deterministic for a seed.
+"""
+from __future__ import annotations
+
+import json
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from dfdc.store import atomic_path
+from dfdc.video import write_video
+
+RESOLUTIONS = [(640, 360), (360, 640), (854, 480), (480, 360), (320, 240), (768, 432)]
+FPS = [25.0, 29.97, 30.0]
+LFW_FACES = [1, 3, 15, 18, 21, 26, 31, 35]  # distinct people in skimage's LFW subset
+REGIONS = ["face", "inner", "mouth"]
+
+
+@dataclass
+class Identity:
+    """A face photograph prepared for compositing: RGB, soft alpha, 5 landmarks."""
+
+    name: str
+    image: np.ndarray  # (h, w, 3) uint8
+    alpha: np.ndarray  # (h, w) float32 in [0, 1]
+    landmarks: np.ndarray  # (5, 2) float32, image pixels
+    face_size: float  # longer side of the detector's box, image pixels
+
+    @property
+    def eye_dist(self) -> float:
+        return float(np.linalg.norm(self.landmarks[1] - self.landmarks[0]))
+
+
+@dataclass
+class Scene:
+    """Everything needed to render one real video and its fakes."""
+
+    name: str
+    width: int
+    height: int
+    fps: float
+    frames: int
+    crf: int
+    background: np.ndarray
+    faces: list[tuple[Identity, np.ndarray]]  # identity, 3x3 head->canvas matrix
+    cam: dict = field(default_factory=dict)
+    light: dict = field(default_factory=dict)
+    noise: float = 2.0
+    seed: int = 0
+
+
+def _photos() -> list[tuple[str, np.ndarray]]:
+    import matplotlib.cbook as cbook
+    from PIL import Image
+    from skimage import data
+
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        hopper = np.array(Image.open(f).convert("RGB"))
+    photos = [
+        ("astronaut", data.astronaut()),
+        ("grace_hopper", hopper),
+        ("cameraman", np.repeat(data.camera()[..., None], 3, axis=2)),
+    ]
+    lfw = data.lfw_subset()
+    for i in LFW_FACES:
+        grey = cv2.resize((lfw[i] * 255).astype(np.uint8), (200, 200), interpolation=cv2.INTER_CUBIC)
+        photos.append((f"lfw{i:03d}", np.repeat(grey[..., None], 3, axis=2)))
+    return photos
+
+
+def _backgrounds() -> list[np.ndarray]:
+    from skimage import data
+    from sklearn.datasets import load_sample_image
+
+    grey = [data.brick(), data.grass(), data.gravel()]
+    return [data.coffee(), data.rocket(), load_sample_image("china.jpg"), load_sample_image("flower.jpg")] + [
+        np.repeat(g[..., None], 3, axis=2) for g in grey
+    ]
+
+
+def _ellipse(shape: tuple[int, int], center, axes, feather: float) -> np.ndarray:
+    mask = np.zeros(shape, np.float32)
+    cv2.ellipse(mask, (int(center[0]), int(center[1])), (max(1, int(axes[0])), max(1, int(axes[1]))),
+                0, 0, 360, 1.0, -1, cv2.LINE_AA)
+    if feather > 0:
+        mask = cv2.GaussianBlur(mask, (0, 0), feather)
+    return mask
+
+
+def load_identities(detector) -> list[Identity]:
+    """Cut a head image around the most confident face of every shipped photo."""
+    out = []
+    for name, photo in _photos():
+        faces = detector.detect([photo])[0]
+        if len(faces) == 0:
+            continue
+        x1, y1, x2, y2 = faces.boxes[0]
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        side = int(max(x2 - x1, y2 - y1) * 1.8)
+        pad = side
+        padded = cv2.copyMakeBorder(photo, pad, pad, pad, pad, cv2.BORDER_REFLECT)
+        x0, y0 = int(cx - side / 2), int(cy - side / 2)
+        image = padded[y0 + pad : y0 + pad + side, x0 + pad : x0 + pad + side].copy()
+        lm = faces.landmarks[0] - np.array([x0, y0], np.float32)
+        alpha = _ellipse((side, side), (side / 2, side * 0.47), (side * 0.36, side * 0.47), side * 0.04)
+        out.append(Identity(name, image, alpha, lm.astype(np.float32), float(max(x2 - x1, y2 - y1))))
+    return out
+
+
+def _affine(scale: float = 1.0, angle: float = 0.0, tx: float = 0.0, ty: float = 0.0) -> np.ndarray:
+    c, s = np.cos(np.deg2rad(angle)) * scale, np.sin(np.deg2rad(angle)) * scale
+    return np.array([[c, -s, tx], [s, c, ty], [0, 0, 1]], np.float64)
+
+
+def _camera(scene: Scene, t: float) -> np.ndarray:
+    """3x3 canvas -> frame matrix at time t (seconds): smooth pan, zoom, small rotation."""
+    c = scene.cam
+    zoom = 1.0 + c["zoom"] * np.sin(2 * np.pi * t / c["period"] + c["phase"])
+    angle = c["rot"] * np.sin(2 * np.pi * t / (c["period"] * 1.3) + c["phase"] * 2)
+    px = c["pan_x"] * np.sin(2 * np.pi * t / c["period"] + c["phase"] * 3)
+    py = c["pan_y"] * np.cos(2 * np.pi * t / (c["period"] * 0.8) + c["phase"])
+    ch, cw = scene.background.shape[:2]
+    to_origin = _affine(tx=-(cw / 2 + px), ty=-(ch / 2 + py))
+    return _affine(tx=scene.width / 2, ty=scene.height / 2) @ _affine(zoom, angle) @ to_origin
+
+
+def _head_matrix(scene: Scene, place: np.ndarray, t: float, k: int) -> np.ndarray:
+    bob = _affine(angle=2.0 * np.sin(2 * np.pi * t / 1.7 + k), tx=4 * np.sin(2 * np.pi * t / 2.3 + k),
+                  ty=3 * np.sin(2 * np.pi * t / 1.9 + 2 * k))
+    return _camera(scene, t) @ place @ bob
+
+
+def _render_real(scene: Scene) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+    """Yield (frame, [3x3 head->frame matrix per face]) for every frame."""
+    rng = np.random.default_rng(scene.seed)
+    size = (scene.width, scene.height)
+    L = scene.light
+    for i in range(scene.frames):
+        t = i / scene.fps
+        cam = _camera(scene, t)
+        frame = cv2.warpAffine(scene.background, cam[:2], size, flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REFLECT).astype(np.float32)
+        mats = []
+        for k, (ident, place) in enumerate(scene.faces):
+            m = _head_matrix(scene, place, t, k)
+            head = cv2.warpAffine(ident.image, m[:2], size, flags=cv2.INTER_LINEAR).astype(np.float32)
+            a = cv2.warpAffine(ident.alpha, m[:2], size, flags=cv2.INTER_LINEAR)[..., None]
+            frame = frame * (1 - a) + head * a
+            mats.append(m)
+        gain = 1 + np.array(L["amp"]) * np.sin(2 * np.pi * t / L["period"] + np.array(L["phase"]))
+        frame = frame * gain + L["offset"] + rng.normal(0, scene.noise, frame.shape).astype(np.float32)
+        yield np.clip(frame, 0, 255).astype(np.uint8), mats
+
+
+def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    m, _ = cv2.estimateAffinePartial2D(src.astype(np.float32), dst.astype(np.float32), method=cv2.LMEDS)
+    return np.vstack([m, [0, 0, 1]])
+
+
+def blend_mask(ident: Identity, region: str, feather: float) -> np.ndarray:
+    """Soft mask in ``ident`` image coordinates for the blended region (face, inner, mouth)."""
+    lm = ident.landmarks
+    d = ident.eye_dist
+    eyes, nose, mouth = (lm[0] + lm[1]) / 2, lm[2], (lm[3] + lm[4]) / 2
+    if region == "face":
+        center, axes = (eyes + mouth) / 2 - [0, 0.1 * d], (1.05 * d, 1.4 * d)
+    elif region == "inner":
+        center, axes = nose, (0.85 * d, 0.95 * d)
+    elif region == "mouth":
+        center, axes = mouth + [0, 0.1 * d], (0.65 * d, 0.38 * d)
+    else:
+        raise ValueError(f"unknown blend region {region!r}; valid: {REGIONS}")
+    return _ellipse(ident.alpha.shape, center, axes, feather * d)
+
+
+def _colour_match(src: np.ndarray, dst: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    sel = mask > 0.5
+    if sel.sum() < 16:
+        return src
+    s, d = src[sel], dst[sel]
+    return (src - s.mean(0)) / (s.std(0) + 1e-3) * d.std(0) + d.mean(0)
+
+
+@dataclass
+class FakeSpec:
+    source: Identity
+    target: int  # index of the face in the scene that is replaced (-1: all)
+    region: str
+    feather: float
+    sharpness: float  # 1.0 = source as is; <1 = downscaled then upscaled
+    crf: int
+
+
+def _render_fake(real: list[tuple[np.ndarray, list[np.ndarray]]], scene: Scene, spec: FakeSpec) -> Iterator[np.ndarray]:
+    src = spec.source
+    img = src.image
+    if spec.sharpness < 1.0:
+        h, w = img.shape[:2]
+        small = cv2.resize(img, (max(8, int(w * spec.sharpness)), max(8, int(h * spec.sharpness))),
+                           interpolation=cv2.INTER_AREA)
+        img = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    img = img.astype(np.float32)
+    mask = blend_mask(src, spec.region, spec.feather)
+    targets = range(len(scene.faces)) if spec.target < 0 else [spec.target]
+    align = {k: _similarity(src.landmarks, scene.faces[k][0].landmarks) for k in targets}
+    size = (scene.width, scene.height)
+    for frame, mats in real:
+        out = frame.astype(np.float32)
+        for k in targets:
+            m = (mats[k] @ align[k])[:2]
+            warped = cv2.warpAffine(img, m, size, flags=cv2.INTER_LINEAR)
+            a = cv2.warpAffine(mask, m, size, flags=cv2.INTER_LINEAR)
+            warped = _colour_match(warped, out, a)
+            out = out * (1 - a[..., None]) + warped * a[..., None]
+        yield np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _name(rng: np.random.Generator, used: set[str]) -> str:
+    letters = np.array(list(string.ascii_lowercase))
+    while True:
+        name = "".join(rng.choice(letters, 10)) + ".mp4"
+        if name not in used:
+            used.add(name)
+            return name
+
+
+def _scene(rng: np.random.Generator, name: str, idents: list[Identity], backgrounds: list[np.ndarray],
+           width: int, height: int, seconds: float) -> Scene:
+    fps = float(rng.choice(FPS))
+    bg = backgrounds[int(rng.integers(len(backgrounds)))]
+    cw, ch = int(width * 1.3), int(height * 1.3)
+    scale_bg = max(cw / bg.shape[1], ch / bg.shape[0])
+    bg = cv2.resize(bg, (int(np.ceil(bg.shape[1] * scale_bg)), int(np.ceil(bg.shape[0] * scale_bg))))
+    y0, x0 = (bg.shape[0] - ch) // 2, (bg.shape[1] - cw) // 2
+    bg = np.ascontiguousarray(bg[y0 : y0 + ch, x0 : x0 + cw])
+    short = min(width, height)
+    n = len(idents)
+    xs = [0.5] if n == 1 else [0.3, 0.7]
+    faces = []
+    for ident, fx in zip(idents, xs):
+        s = short * rng.uniform(0.22, 0.32) * (0.8 if n == 2 else 1.0) / ident.face_size
+        c = ident.landmarks[2]  # nose
+        pos = (cw / 2 + (fx - 0.5) * width * 0.9, ch / 2 + rng.uniform(-0.05, 0.05) * height)
+        place = _affine(tx=pos[0], ty=pos[1]) @ _affine(s, rng.uniform(-8, 8)) @ _affine(tx=-c[0], ty=-c[1])
+        faces.append((ident, place))
+    cam = dict(zoom=rng.uniform(0.03, 0.1), rot=rng.uniform(0.5, 3.0), pan_x=rng.uniform(0.02, 0.08) * width,
+               pan_y=rng.uniform(0.01, 0.05) * height, period=rng.uniform(2.5, 5.0), phase=rng.uniform(0, 2 * np.pi))
+    light = dict(amp=rng.uniform(0.02, 0.1, 3).tolist(), period=rng.uniform(2.0, 6.0),
+                 phase=rng.uniform(0, 2 * np.pi, 3).tolist(), offset=float(rng.uniform(-10, 10)))
+    return Scene(name, width, height, fps, int(round(seconds * fps)), int(rng.integers(18, 29)), bg, faces,
+                 cam, light, float(rng.uniform(1.0, 3.5)), int(rng.integers(2**31)))
+
+
+@dataclass
+class SampleSummary:
+    parts: int
+    reals: int
+    fakes: int
+    identities: int
+    frames: int
+
+
+def make_sample(
+    out: str | Path,
+    seed: int = 0,
+    parts: int = 4,
+    reals_per_part: int = 3,
+    fakes_per_real: int = 2,
+    seconds: tuple[float, float] = (2.0, 3.0),
+    two_face_every: int = 4,
+    detector=None,
+    progress: bool = True,
+) -> SampleSummary:
+    """Write ``out/dfdc_train_part_K/{*.mp4, metadata.json}`` deterministically for ``seed``.
+
+    Every ``two_face_every``-th real video holds two faces. ``detector`` is a
+    :class:`dfdc.faces.detector.FaceDetector` (built on the CPU when None),
+    used once per photograph to find its landmarks.
+    """
+    if detector is None:
+        from dfdc.faces.detector import FaceDetector
+
+        detector = FaceDetector(device="cpu", min_score=0.9, max_faces=1)
+    idents = load_identities(detector)
+    if len(idents) < 3:
+        raise RuntimeError(f"only {len(idents)} shipped photographs have a detectable face")
+    backgrounds = _backgrounds()
+    rng = np.random.default_rng(seed)
+    used: set[str] = set()
+    n_real = parts * reals_per_part
+    total = n_real * (1 + fakes_per_real)
+    bar = tqdm(total=total, desc="sample", unit="video", disable=not progress)
+    frames_written = 0
+    with atomic_path(out, is_dir=True) as tmp:
+        for p in range(parts):
+            part_dir = tmp / f"dfdc_train_part_{p}"
+            part_dir.mkdir(parents=True)
+            meta: dict[str, dict] = {}
+            for r in range(reals_per_part):
+                k = p * reals_per_part + r
+                width, height = RESOLUTIONS[k % len(RESOLUTIONS)]
+                two = two_face_every > 0 and k % two_face_every == two_face_every - 1
+                cast = [idents[k % len(idents)]]
+                if two:
+                    cast.append(idents[(k + 1 + int(rng.integers(len(idents) - 1))) % len(idents)])
+                    if cast[1] is cast[0]:
+                        cast[1] = idents[(k + 1) % len(idents)]
+                name = _name(rng, used)
+                scene = _scene(rng, name, cast, backgrounds, width, height, rng.uniform(*seconds))
+                real = list(_render_real(scene))
+                write_video(part_dir / name, (f for f, _ in real), scene.fps, crf=scene.crf)
+                meta[name] = {"label": "REAL", "split": "train"}
+                frames_written += scene.frames
+                bar.update(1)
+                for j in range(fakes_per_real):
+                    others = [i for i in idents if all(i is not c for c in cast)]
+                    spec = FakeSpec(
+                        source=others[int(rng.integers(len(others)))],
+                        target=-1 if (two and j % 2 == 1) else int(rng.integers(len(cast))),
+                        region=REGIONS[(k + j) % len(REGIONS)],
+                        feather=float(rng.choice([0.05, 0.15, 0.3])),
+                        sharpness=float(rng.choice([1.0, 0.6, 0.35])),
+                        crf=int(np.clip(scene.crf + rng.integers(-2, 3), 15, 35)),
+                    )
+                    fake_name = _name(rng, used)
+                    write_video(part_dir / fake_name, _render_fake(real, scene, spec), scene.fps, crf=spec.crf)
+                    meta[fake_name] = {"label": "FAKE", "split": "train", "original": name}
+                    frames_written += scene.frames
+                    bar.update(1)
+            (part_dir / "metadata.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    bar.close()
+    return SampleSummary(parts, n_real, n_real * fakes_per_real, len(idents), frames_written)

@@ -1,0 +1,118 @@
+"""Atomic artifact writes and sharded array storage.
+
+Every writer goes to a temporary name beside the target and renames it into
+place, so a killed stage never leaves a half artifact that looks whole.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary path; on success it replaces ``path`` (file or directory)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    target = tmp if is_dir else tmp / path.name
+    try:
+        yield target
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        os.replace(target, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_parquet(df: pd.DataFrame, path: str | Path) -> None:
+    """Write a table atomically."""
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def write_json(obj: Any, path: str | Path) -> None:
+    """Write JSON atomically (sorted keys, indented)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+class ShardWriter:
+    """Append uint8 images into ``shard_NNNNN.npz`` files of at most ``shard_size`` items.
+
+    Items are stored under their string key; :func:`read_shard` and
+    :class:`ShardReader` read them back. Use inside :func:`atomic_path` with
+    ``is_dir=True`` so the whole shard directory appears at once.
+    """
+
+    def __init__(self, directory: str | Path, shard_size: int = 512) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.shard_size = shard_size
+        self._items: dict[str, np.ndarray] = {}
+        self._n = 0
+        self.locations: dict[str, str] = {}
+
+    def add(self, key: str, array: np.ndarray) -> str:
+        """Queue ``array`` under ``key``; returns the shard file name it will land in."""
+        name = f"shard_{self._n:05d}.npz"
+        self._items[key] = array
+        self.locations[key] = name
+        if len(self._items) >= self.shard_size:
+            self.flush()
+        return name
+
+    def flush(self) -> None:
+        if not self._items:
+            return
+        np.savez(self.dir / f"shard_{self._n:05d}.npz", **self._items)
+        self._items = {}
+        self._n += 1
+
+    def close(self) -> None:
+        self.flush()
+
+
+class ShardReader:
+    """Random access to items written by :class:`ShardWriter`; keeps one shard open at a time."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.dir = Path(directory)
+        self._name: str | None = None
+        self._data: Any = None
+
+    def get(self, shard: str, key: str) -> np.ndarray:
+        if shard != self._name:
+            if self._data is not None:
+                self._data.close()
+            self._data = np.load(self.dir / shard)
+            self._name = shard
+        return self._data[key]
+
+    def close(self) -> None:
+        if self._data is not None:
+            self._data.close()
+            self._data = None

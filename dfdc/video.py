@@ -1,0 +1,174 @@
+"""Decode, probe and encode videos.
+
+Decoding uses OpenCV's bundled FFmpeg; encoding pipes raw frames into the
+static ffmpeg binary shipped with imageio-ffmpeg (libx264). Frames are RGB
+uint8 arrays of shape (H, W, 3).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import cv2
+import numpy as np
+
+cv2.setNumThreads(1)
+
+
+class VideoError(RuntimeError):
+    """A video cannot be read or written."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    frames: int
+    fps: float
+    width: int
+    height: int
+
+
+def ffmpeg_exe() -> str:
+    """Path of an ffmpeg binary: imageio-ffmpeg's bundled one, else the system's."""
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:  # noqa: BLE001 - fall back to PATH
+        exe = shutil.which("ffmpeg")
+        if exe is None:
+            raise VideoError("no ffmpeg found: install imageio-ffmpeg or Debian's ffmpeg") from None
+        return exe
+
+
+def _open(path: str | Path) -> cv2.VideoCapture:
+    path = Path(path)
+    if not path.exists():
+        raise VideoError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise VideoError(f"{path}: zero-byte file")
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        cap.release()
+        raise VideoError(f"{path}: cannot open as video")
+    return cap
+
+
+def probe(path: str | Path, verify: bool = True) -> VideoInfo:
+    """Frame count, fps and size from the container; ``verify`` decodes the first and last frame."""
+    cap = _open(path)
+    try:
+        frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        fps = float(cap.get(cv2.CAP_PROP_FPS))
+        width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+        height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if frames <= 0 or width <= 0 or height <= 0:
+            raise VideoError(f"{path}: no video stream (frames={frames}, size={width}x{height})")
+        if verify:
+            ok, frame = cap.read()
+            if not ok or frame is None:
+                raise VideoError(f"{path}: first frame cannot be decoded")
+            height, width = frame.shape[:2]  # after any rotation metadata
+            if frames > 1:
+                cap.set(cv2.CAP_PROP_POS_FRAMES, frames - 1)
+                ok, _ = cap.read()
+                # a cut file can decode *some* frame after the seek; the position tells
+                if not ok or int(cap.get(cv2.CAP_PROP_POS_FRAMES)) < frames:
+                    raise VideoError(f"{path}: truncated: frame {frames - 1} of {frames} cannot be decoded")
+        return VideoInfo(frames=frames, fps=fps, width=width, height=height)
+    finally:
+        cap.release()
+
+
+def read_frames(path: str | Path, indices: Sequence[int] | None = None) -> tuple[dict[int, np.ndarray], int]:
+    """Decode the frames at ``indices`` (all when None) in one sequential pass.
+
+    Returns ({index: RGB frame}, frames decoded). Frames past the end of the
+    stream are simply absent; a file that cannot be opened raises VideoError.
+    Skipped frames are grabbed but not converted, which is the cheap path.
+    """
+    cap = _open(path)
+    wanted = None if indices is None else set(int(i) for i in indices)
+    last = None if wanted is None else (max(wanted) if wanted else -1)
+    out: dict[int, np.ndarray] = {}
+    i = 0
+    try:
+        while last is None or i <= last:
+            if not cap.grab():
+                break
+            if wanted is None or i in wanted:
+                ok, frame = cap.retrieve()
+                if ok and frame is not None:
+                    out[i] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            i += 1
+    finally:
+        cap.release()
+    return out, i
+
+
+def iter_frames(path: str | Path) -> Iterable[np.ndarray]:
+    """Yield every frame of a video as RGB."""
+    cap = _open(path)
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    finally:
+        cap.release()
+
+
+def sample_indices(frames: int, every: int | None = None, count: int | None = None) -> list[int]:
+    """Every ``every``-th frame, or ``count`` frames spread evenly over the video."""
+    if frames <= 0:
+        return []
+    if every is not None:
+        return list(range(0, frames, every))
+    if count is None or count >= frames:
+        return list(range(frames))
+    return sorted(set(np.linspace(0, frames - 1, count).round().astype(int).tolist()))
+
+
+def write_video(
+    path: str | Path,
+    frames: Iterable[np.ndarray],
+    fps: float,
+    crf: int = 23,
+    preset: str = "veryfast",
+    tune: str | None = None,
+) -> None:
+    """Encode RGB frames as H.264 (yuv420p) MP4, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.mp4")
+    proc = None
+    try:
+        for frame in frames:
+            if proc is None:
+                h, w = frame.shape[:2]
+                if h % 2 or w % 2:
+                    raise VideoError(f"{path}: H.264 yuv420p needs even size, got {w}x{h}")
+                cmd = [ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
+                       "-s", f"{w}x{h}", "-r", f"{fps}", "-i", "-", "-c:v", "libx264", "-preset", preset,
+                       "-crf", str(crf), "-pix_fmt", "yuv420p", "-movflags", "+faststart"]
+                if tune:
+                    cmd += ["-tune", tune]
+                proc = subprocess.Popen(cmd + [str(tmp)], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+            proc.stdin.write(np.ascontiguousarray(frame, dtype=np.uint8).tobytes())
+        if proc is None:
+            raise VideoError(f"{path}: no frames to write")
+        proc.stdin.close()
+        err = proc.stderr.read().decode(errors="replace")
+        if proc.wait() != 0:
+            raise VideoError(f"{path}: ffmpeg failed: {err.strip()}")
+        os.replace(tmp, path)
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if tmp.exists():
+            tmp.unlink()

@@ -1,0 +1,33 @@
+"""DVC stage: index the dataset under ``data.root`` into ``data/index.parquet``."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from dfdc import store
+from dfdc.config import load_section
+from dfdc.datasets.index import build_index, summarize_index
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build the index and write it as parquet; returns the exit status."""
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--out", default="data/index.parquet")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        data = load_section(args.params, "data")
+        idx = load_section(args.params, "index")
+        df = build_index(data.root, workers=idx.workers)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    store.write_parquet(df, args.out)
+    print(summarize_index(df))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Shared fixtures: a tiny sample dataset and the FaceForensics++ pairs in ../shared."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FFPP = REPO.parent / "shared" / "data" / "ffpp"
+
+
+@pytest.fixture(scope="session")
+def ffpp_root() -> Path:
+    if not (FFPP / "original_sequences").is_dir():
+        pytest.skip(f"FaceForensics++ pairs not present at {FFPP}")
+    return FFPP
+
+
+@pytest.fixture(scope="session")
+def detector():
+    from dfdc.faces.detector import FaceDetector
+
+    return FaceDetector(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_sample(tmp_path_factory, detector) -> Path:
+    """2 parts x 2 real videos (one with two faces) x 2 fakes, about 1 s each."""
+    from dfdc.datasets.sample import make_sample
+
+    out = tmp_path_factory.mktemp("sample") / "sample"
+    make_sample(out, seed=7, parts=2, reals_per_part=2, fakes_per_real=2, seconds=(1.0, 1.2),
+                two_face_every=4, detector=detector, progress=False)
+    return out
+
+
+def venv_env() -> dict[str, str]:
+    """Environment whose PATH starts with this interpreter's bin (python, dvc, dfdc)."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def make_dvc_repo(dst: Path, params: str) -> Path:
+    """Copy the pipeline (dvc.yaml, stages, dfdc) into a fresh git+DVC repo with ``params``."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("dvc.yaml", "stages", "dfdc"):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dst / name)
+    (dst / "params.yaml").write_text(params)
+    env = venv_env()
+    run = lambda *cmd: subprocess.run(cmd, cwd=dst, env=env, check=True, capture_output=True, text=True)  # noqa: E731
+    run("git", "init", "-q")
+    run("git", "config", "user.email", "test@example.com")
+    run("git", "config", "user.name", "test")
+    run("dvc", "init", "-q")
+    run("dvc", "config", "core.analytics", "false")
+    run("git", "add", "-A")
+    run("git", "commit", "-qm", "init")
+    return dst
+
+
+def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``dvc ARGS`` in ``repo``; raise with its output when it fails and ``check``."""
+    proc = subprocess.run(["dvc", *args], cwd=repo, env=venv_env(), capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc

@@ -1,0 +1,97 @@
+import json
+from pathlib import Path
+
+import numpy as np
+
+from dfdc.datasets.sample import RESOLUTIONS, load_identities
+from dfdc.video import probe, read_frames, sample_indices
+
+
+def _metadata(root: Path) -> dict[Path, dict]:
+    out = {}
+    for meta in sorted(root.glob("dfdc_train_part_*/metadata.json")):
+        for name, entry in json.loads(meta.read_text()).items():
+            out[meta.parent / name] = entry
+    return out
+
+
+def test_layout_and_metadata(tiny_sample):
+    parts = sorted(p.name for p in tiny_sample.iterdir())
+    assert parts == ["dfdc_train_part_0", "dfdc_train_part_1"]
+    meta = _metadata(tiny_sample)
+    assert len(meta) == 12
+    files = {p for p in tiny_sample.glob("*/*.mp4")}
+    assert files == set(meta)  # every file listed, every entry on disk
+    reals = [p for p, e in meta.items() if e["label"] == "REAL"]
+    fakes = [p for p, e in meta.items() if e["label"] == "FAKE"]
+    assert len(reals) == 4 and len(fakes) == 8
+    for p, e in meta.items():
+        assert e["split"] == "train" and set(e) <= {"label", "split", "original"}
+        if e["label"] == "FAKE":
+            original = p.parent / e["original"]
+            assert meta[original]["label"] == "REAL"  # original in the same part
+        else:
+            assert "original" not in e
+
+
+def test_fakes_are_frame_aligned_and_differ_only_around_the_face(tiny_sample, detector):
+    meta = _metadata(tiny_sample)
+    sizes = set()
+    for fake, e in meta.items():
+        if e["label"] != "FAKE":
+            continue
+        original = fake.parent / e["original"]
+        a, b = probe(original), probe(fake)
+        assert (a.frames, a.width, a.height) == (b.frames, b.width, b.height)
+        assert abs(a.fps - b.fps) < 1e-3
+        sizes.add((a.width, a.height))
+        ra, _ = read_frames(original, [5])
+        rb, _ = read_frames(fake, [5])
+        diff = np.abs(ra[5].astype(int) - rb[5].astype(int)).sum(-1)  # (H, W)
+        faces = detector.detect([ra[5]])[0]
+        inside = np.zeros(diff.shape, bool)
+        for x1, y1, x2, y2 in faces.boxes.astype(int):
+            inside[y1:y2, x1:x2] = True
+        assert inside.any()
+        assert diff[inside].mean() > 3 * diff[~inside].mean(), fake.name  # outside: re-encoding noise only
+    assert any(h > w for w, h in sizes), "at least one portrait video"
+
+
+def test_mtcnn_finds_faces_in_real_videos(tiny_sample, detector):
+    found = total = two_face_frames = 0
+    for p, e in _metadata(tiny_sample).items():
+        if e["label"] != "REAL":
+            continue
+        info = probe(p)
+        frames, _ = read_frames(p, sample_indices(info.frames, every=5))
+        for faces in detector.detect(list(frames.values())):
+            total += 1
+            found += len(faces) > 0
+            two_face_frames += len(faces) >= 2
+    assert found / total >= 0.95, f"faces found in {found}/{total} frames"
+    assert two_face_frames > 0, "the two-face video shows two faces"
+
+
+def test_deterministic_for_a_seed(tiny_sample, tmp_path, detector):
+    from dfdc.datasets.sample import make_sample
+
+    again = tmp_path / "again"
+    make_sample(again, seed=7, parts=2, reals_per_part=2, fakes_per_real=2, seconds=(1.0, 1.2),
+                detector=detector, progress=False)
+    assert [(p.relative_to(again), e) for p, e in _metadata(again).items()] == [
+        (p.relative_to(tiny_sample), e) for p, e in _metadata(tiny_sample).items()
+    ]
+    first = sorted(again.glob("*/*.mp4"))[0]
+    a, _ = read_frames(first, [3])
+    b, _ = read_frames(tiny_sample / first.relative_to(again), [3])
+    assert np.array_equal(a[3], b[3])
+
+
+def test_shipped_photographs_give_enough_identities(detector):
+    idents = load_identities(detector)
+    assert len({i.name for i in idents}) >= 6
+    for ident in idents:
+        assert ident.landmarks.shape == (5, 2)
+        h, w = ident.image.shape[:2]
+        assert (ident.landmarks >= 0).all() and (ident.landmarks[:, 0] < w).all() and (ident.landmarks[:, 1] < h).all()
+    assert any(h > w for w, h in RESOLUTIONS)
