@@ -190,8 +190,63 @@ class IndexParams:
     workers: int = rng(ge=0, default=2)
 
 
+@dataclass
+class DetectParams:
+    """Face detection on real videos (MTCNN)."""
+
+    every: int = rng(ge=1, default=10)
+    thresholds: list[float] = field(default_factory=lambda: [0.6, 0.7, 0.7])
+    min_score: float = rng(ge=0, le=1, default=0.9)
+    min_face_size: int = rng(ge=1, default=20)
+    max_faces: int = rng(ge=1, default=4)
+    min_track: int = rng(ge=1, default=3)
+    max_gap: int = rng(ge=0, default=2)
+    min_iou: float = rng(ge=0, le=1, default=0.3)
+    batch_size: int = rng(ge=1, default=32)
+    device: str = "auto"
+    workers: int = rng(ge=0, default=2)
+
+    def validate(self) -> None:
+        if len(self.thresholds) != 3 or not all(0 <= t <= 1 for t in self.thresholds):
+            raise ValueError(f"thresholds: expected three numbers in [0, 1], got {self.thresholds}")
+
+
+@dataclass
+class CropsParams:
+    """Face crops for every video at its original's boxes."""
+
+    margin: float = rng(ge=0, default=0.3)
+    shard_size: int = rng(ge=1, default=512)
+    workers: int = rng(ge=0, default=2)
+
+
+@dataclass
+class DiffsParams:
+    """SSIM difference masks."""
+
+    workers: int = rng(ge=0, default=2)
+
+
+@dataclass
+class FoldsParams:
+    """Leak-free folds."""
+
+    k: int = rng(ge=2, default=4)
+    holdout: int = rng(ge=0, default=0)
+    group: Literal["auto", "part", "original"] = "auto"
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.holdout >= self.k:
+            raise ValueError(f"holdout: must be < k ({self.k}), got {self.holdout}")
+
+
 SECTIONS: dict[str, type] = {
     "sample": SampleParams,
     "data": DataParams,
     "index": IndexParams,
+    "detect": DetectParams,
+    "crops": CropsParams,
+    "diffs": DiffsParams,
+    "folds": FoldsParams,
 }

@@ -10,9 +10,11 @@ import json
 import os
 import shutil
 import tempfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterator
 
+import cv2
 import numpy as np
 import pandas as pd
 
@@ -97,22 +99,42 @@ class ShardWriter:
 
 
 class ShardReader:
-    """Random access to items written by :class:`ShardWriter`; keeps one shard open at a time."""
+    """Random access to items written by :class:`ShardWriter`; keeps a few shards open (LRU)."""
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, open_shards: int = 8) -> None:
         self.dir = Path(directory)
-        self._name: str | None = None
-        self._data: Any = None
+        self.open_shards = open_shards
+        self._open: OrderedDict[str, Any] = OrderedDict()
 
     def get(self, shard: str, key: str) -> np.ndarray:
-        if shard != self._name:
-            if self._data is not None:
-                self._data.close()
-            self._data = np.load(self.dir / shard)
-            self._name = shard
-        return self._data[key]
+        data = self._open.get(shard)
+        if data is None:
+            data = self._open[shard] = np.load(self.dir / shard)
+            if len(self._open) > self.open_shards:
+                self._open.popitem(last=False)[1].close()
+        else:
+            self._open.move_to_end(shard)
+        return data[key]
 
     def close(self) -> None:
-        if self._data is not None:
-            self._data.close()
-            self._data = None
+        for data in self._open.values():
+            data.close()
+        self._open.clear()
+
+
+def encode_png(image: np.ndarray) -> np.ndarray:
+    """RGB (H, W, 3) or grey (H, W) uint8 -> PNG bytes as a uint8 array."""
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise ValueError(f"cannot PNG-encode an image of shape {image.shape}")
+    return buf.reshape(-1)
+
+
+def decode_png(buf: np.ndarray) -> np.ndarray:
+    """PNG bytes -> RGB (H, W, 3) or grey (H, W) uint8."""
+    image = cv2.imdecode(np.asarray(buf, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ValueError("not a PNG image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if image.ndim == 3 else image

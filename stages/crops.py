@@ -1,0 +1,35 @@
+"""DVC stage `crops`: face crops of every video, real and fake, at its original's boxes."""
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+
+from dfdc.config import load_section
+from dfdc.preprocess import crop_videos
+from dfdc.store import atomic_path, write_parquet
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--index", default="data/index.parquet")
+    ap.add_argument("--faces", default="data/faces.parquet")
+    ap.add_argument("--out-dir", default="data/crops")
+    ap.add_argument("--out", default="data/crops.parquet")
+    ap.add_argument("--status", default="data/crops_status.parquet")
+    args = ap.parse_args()
+    p = load_section(args.params, "crops")
+    with atomic_path(args.out_dir, is_dir=True) as tmp:
+        crops, status = crop_videos(pd.read_parquet(args.index), pd.read_parquet(args.faces), tmp,
+                                    margin=p.margin, workers=p.workers, shard_size=p.shard_size)
+    write_parquet(crops, args.out)
+    write_parquet(status, args.status)
+    orphan = int(status["error"].eq("original has no faces").sum())
+    print(f"crops: {len(crops)} crops from {int(status['ok'].sum())} of {len(status)} videos; "
+          f"{orphan} fakes got no crops because their original has no face; "
+          f"{int(status['error'].str.startswith('shorter').sum())} shorter than their original")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""DVC stage `folds`: leak-free folds (a fake shares its original's fold)."""
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+
+from dfdc.config import load_section
+from dfdc.folds import assign_folds
+from dfdc.store import write_parquet
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--index", default="data/index.parquet")
+    ap.add_argument("--out", default="data/folds.parquet")
+    args = ap.parse_args()
+    p = load_section(args.params, "folds")
+    folds = assign_folds(pd.read_parquet(args.index), k=p.k, by=p.group, seed=p.seed)
+    write_parquet(folds, args.out)
+    sizes = folds.groupby("fold").size().to_dict()
+    print(f"folds: {len(folds)} videos in {p.k} folds {sizes}, {folds['group'].nunique()} groups, "
+          f"holdout fold {p.holdout}; no original crosses folds")
+
+
+if __name__ == "__main__":
+    main()
