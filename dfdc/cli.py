@@ -39,6 +39,20 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from dfdc.bench import bench_preprocess, format_table
+
+    roots = args.roots or [r for r in ("data/sample", "../shared/data/ffpp") if Path(r).is_dir()]
+    if not roots:
+        raise FileNotFoundError("no dataset to benchmark: pass a root (e.g. data/sample after `dvc repro`)")
+    rows = []
+    for root in roots:
+        print(f"bench {args.what}: {root} ...", flush=True)
+        rows.append(bench_preprocess(root, every=args.every, workers=args.workers))
+    print(format_table(rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="dfdc", description="Deepfake-detection pipeline tools.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -55,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("root")
     p.add_argument("-o", "--out", required=True)
     p.set_defaults(func=_cmd_manifest)
+
+    p = sub.add_parser("bench", help="benchmark a part of the pipeline against its baseline")
+    p.add_argument("what", choices=["preprocess"])
+    p.add_argument("roots", nargs="*", help="dataset roots (default: data/sample and ../shared/data/ffpp)")
+    p.add_argument("--every", type=int, default=10)
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("summary", help="print what the pipeline has produced")
     p.add_argument("--index", default="data/index.parquet")

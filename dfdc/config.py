@@ -195,9 +195,9 @@ class DetectParams:
     """Face detection on real videos (MTCNN)."""
 
     every: int = rng(ge=1, default=10)
-    thresholds: list[float] = field(default_factory=lambda: [0.6, 0.7, 0.7])
+    thresholds: list[float] = field(default_factory=lambda: [0.85, 0.95, 0.95])
     min_score: float = rng(ge=0, le=1, default=0.9)
-    min_face_size: int = rng(ge=1, default=20)
+    min_face_size: int = rng(ge=1, default=40)
     max_faces: int = rng(ge=1, default=4)
     min_track: int = rng(ge=1, default=3)
     max_gap: int = rng(ge=0, default=2)
@@ -241,7 +241,71 @@ class FoldsParams:
             raise ValueError(f"holdout: must be < k ({self.k}), got {self.holdout}")
 
 
+@dataclass
+class AugmentParams:
+    """Switches for the 1st-place training augmentations."""
+
+    jpeg: bool = True
+    noise: bool = True
+    blur: bool = True
+    hflip: bool = True
+    color: bool = True
+    gray: bool = True
+    geometric: bool = True
+
+
+@dataclass
+class ModelParams:
+    """One model of the ensemble: `train.models.<name>`."""
+
+    arch: str
+    input_size: int = rng(ge=16, default=224)
+    epochs: int = rng(ge=1, default=10)
+    batch_size: int = rng(ge=2, default=16)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = rng(gt=0, default=1e-3)
+    weight_decay: float = rng(ge=0, default=1e-4)
+    momentum: float = rng(ge=0, le=1, default=0.9)
+    schedule: Literal["onecycle", "poly", "constant"] = "onecycle"
+    drop_rate: float = rng(ge=0, le=1, default=0.0)
+    drop_path_rate: float = rng(ge=0, le=1, default=0.0)
+    pretrained: str | None = None
+    augment: AugmentParams = field(default_factory=AugmentParams)
+    seed: int = 0
+    workers: int = rng(ge=0, default=0)
+
+
+@dataclass
+class TrainParams:
+    """Training: one entry per model; `dvc.yaml` runs `train@<name>` for each."""
+
+    device: str = "auto"
+    models: dict[str, ModelParams] = field(default_factory=dict)
+
+
+@dataclass
+class PredictParams:
+    """Holdout scoring with each trained model."""
+
+    strategy: Literal["mean", "confident", "weighted"] = "confident"
+    tta: bool = True
+    batch_size: int = rng(ge=1, default=32)
+    device: str = "auto"
+
+
+@dataclass
+class EvaluateParams:
+    """Ensemble and metrics."""
+
+    models: list[str] = field(default_factory=list)
+    method: Literal["equal", "given", "fitted"] = "equal"
+    weights: dict[str, float] = field(default_factory=dict)
+
+
 SECTIONS: dict[str, type] = {
+    "train": TrainParams,
+    "predict": PredictParams,
+    "evaluate": EvaluateParams,
     "sample": SampleParams,
     "data": DataParams,
     "index": IndexParams,

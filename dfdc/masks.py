@@ -5,7 +5,8 @@ the same place in the same frame, the mask is ``grey((1 - SSIM map) * 255)``,
 where the SSIM map is scikit-image's ``structural_similarity(..., full=True)``
 with its defaults (7x7 uniform window, sample covariance, K1=0.01, K2=0.03,
 data_range=255 for uint8). :func:`diff_mask_reference` is that computation;
-:func:`diff_mask` gives the same mask about ten times faster.
+:func:`diff_mask` gives the same mask (up to rare off-by-one truncations)
+about 9-10 times faster on 256x256 crops (5-6 times on ~160x120 ones).
 
 The fast path uses that the inputs are uint8: OpenCV box filters give exact
 int32 window sums, the variance and covariance cancellations are done exactly
@@ -26,7 +27,7 @@ _K1 = 0.01
 _K2 = 0.03
 _DATA_RANGE = 255
 _MAX_WIN = 127  # window sums of x^2 + y^2 must fit in int32
-_STRIP_ELEMS = 1 << 16  # values per strip and temporary: fits in L2 and off fresh pages
+_STRIP_ELEMS = 1 << 16  # values per strip: the reused workspace stays in L2 and on warm pages
 
 
 def _check_pair(a: np.ndarray, b: np.ndarray, win_size: int) -> None:
@@ -42,12 +43,22 @@ def _check_pair(a: np.ndarray, b: np.ndarray, win_size: int) -> None:
         raise ValueError(f"image of shape {a.shape} is smaller than the {win_size}x{win_size} window")
 
 
-def _reflect_rows(img: np.ndarray, pad: int) -> np.ndarray:
-    """``img`` with ``pad`` rows mirrored onto top and bottom (scipy ``reflect``, cv2 ``BORDER_REFLECT``)."""
-    return np.concatenate([img[pad - 1 :: -1], img, img[: -pad - 1 : -1]])  # (H + 2 pad, ...)
+def _rows(img: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Rows ``lo..hi-1`` of ``img``, mirrored past its ends like scipy ``reflect``."""
+    height = img.shape[0]
+    if lo >= 0 and hi <= height:
+        return img[lo:hi]
+    parts = [img[max(lo, 0) : min(hi, height)]]
+    if lo < 0:
+        parts.insert(0, img[-lo - 1 :: -1])  # rows -lo-1 .. 0
+    if hi > height:
+        parts.append(img[height - 1 : 2 * height - hi - 1 : -1])  # rows H-1 .. 2H-hi
+    return np.concatenate(parts)
 
 
-def _ssim_strips(a: np.ndarray, b: np.ndarray, win_size: int) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+def _ssim_strips(
+    a: np.ndarray, b: np.ndarray, win_size: int
+) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
     """Yield ``(rows, num, den)`` per horizontal strip, with SSIM = 4 * num / den on those rows.
 
     With window sums Sx, Sy, Sxy and Sq = S(x^2) + S(y^2) over n pixels,
@@ -61,18 +72,20 @@ def _ssim_strips(a: np.ndarray, b: np.ndarray, win_size: int) -> Iterator[tuple[
     ksize = (win_size, win_size)
     n = win_size * win_size
     wide = n * n * 2 * _DATA_RANGE**2 >= 2**31  # n Sq would overflow int32
-    c1 = (_K1 * _DATA_RANGE) ** 2 * n * n
-    c2 = (_K2 * _DATA_RANGE) ** 2 * n * (n - 1)
+    c1 = np.float32((_K1 * _DATA_RANGE) ** 2 * n * n)
+    c2 = np.float32((_K2 * _DATA_RANGE) ** 2 * n * (n - 1))
+    half_c1, half_c2 = c1 / 2, c2 / 2
 
     height, tail = a.shape[0], a.shape[1:]
     row = a[0].size
-    ap = _reflect_rows(a, pad)  # (H + 2 pad, W, C) or (H + 2 pad, W)
-    bp = _reflect_rows(b, pad)
-    step = max(2 * win_size, _STRIP_ELEMS // row)
+    strips = max(1, min(-(-height * row // _STRIP_ELEMS), height // (2 * win_size)))
+    step = -(-height // strips)  # equal strips, none left over with a few rows
     # One workspace for every strip: fresh pages cost more than the arithmetic.
+    # Rows: Sx, Sy, Sxy, Sq, P; then num, den and a temporary. Before P and
+    # num exist, their rows hold the uint16 copies and products of the strip.
     size = (min(step, height) + 2 * pad) * row
     work = np.empty((8, size), np.int32)
-    halves = work[5].view(np.uint16).reshape(2, size)
+    halves = work[4:6].view(np.uint16).reshape(4, size)
     floats = work[5:].view(np.float32)
 
     def take(flat: np.ndarray, rows: int) -> np.ndarray:
@@ -86,22 +99,22 @@ def _ssim_strips(a: np.ndarray, b: np.ndarray, win_size: int) -> Iterator[tuple[
     for r0 in range(0, height, step):
         r1 = min(height, r0 + step)
         rows = r1 - r0
-        sa = ap[r0 : r1 + 2 * pad]  # (rows + 2 pad, W, C)
-        sb = bp[r0 : r1 + 2 * pad]
         full = rows + 2 * pad
+        sa = _rows(a, r0 - pad, r1 + pad)  # (full, W, C)
+        sb = _rows(b, r0 - pad, r1 + pad)
         sx = box_sum(sa, take(work[0], full))  # (rows, W, C)
         sy = box_sum(sb, take(work[1], full))
-        u, v = take(halves[0], full), take(halves[1], full)
-        sxy = box_sum(np.multiply(sa, sb, out=u, dtype=np.uint16), take(work[2], full))
-        sq = np.add(
-            np.multiply(sa, sa, out=u, dtype=np.uint16),
-            np.multiply(sb, sb, out=v, dtype=np.uint16),
-            out=take(work[3], full),
-            dtype=np.int32,
-        )
+        # Same-dtype ufuncs on uint16 copies: numpy's mixed-dtype loops are much slower.
+        a16, b16, xy16 = (take(h, full) for h in halves[:3])
+        np.copyto(a16, sa)
+        np.copyto(b16, sb)
+        sxy = box_sum(np.multiply(a16, b16, out=xy16), take(work[2], full))
+        sq = take(work[3], full)
+        np.copyto(sq, np.square(a16, out=a16))
+        sq += np.square(b16, out=b16)  # x^2 + y^2 needs int32
         sq = box_sum(sq, sq)
 
-        p = np.multiply(sx, sy, out=take(work[4], rows) if not wide else None)
+        p = np.multiply(sx, sy, out=None if wide else take(work[4], rows))
         d = sxy
         d *= n
         d -= p
@@ -114,10 +127,16 @@ def _ssim_strips(a: np.ndarray, b: np.ndarray, win_size: int) -> Iterator[tuple[
         e -= q
 
         num, den, tmp = (take(f, rows) for f in floats)
-        np.add(p, c1 / 2, out=num, dtype=np.float32)
-        num *= np.add(d, c2 / 2, out=tmp, dtype=np.float32)
-        np.add(q, c1, out=den, dtype=np.float32)
-        den *= np.add(e, c2, out=tmp, dtype=np.float32)
+        np.copyto(num, p, casting="unsafe")
+        num += half_c1
+        np.copyto(tmp, d, casting="unsafe")
+        tmp += half_c2
+        num *= tmp
+        np.copyto(den, q, casting="unsafe")
+        den += c1
+        np.copyto(tmp, e, casting="unsafe")
+        tmp += c2
+        den *= tmp
         yield slice(r0, r1), num, den
 
 
@@ -142,7 +161,7 @@ def _check_mask_pair(original: np.ndarray, fake: np.ndarray) -> None:
             f"original and fake must have the same shape, got {original.shape} and {fake.shape}"
         )
     if not (original.ndim == 2 or (original.ndim == 3 and original.shape[2] in (1, 3))):
-        raise ValueError(f"expected an RGB (H, W, 3) or greyscale (H, W) image, got shape {original.shape}")
+        raise ValueError(f"expected RGB (H, W, 3) or greyscale (H, W) images, got shape {original.shape}")
 
 
 def _grey(img: np.ndarray, dst: np.ndarray | None = None) -> np.ndarray:
@@ -177,13 +196,16 @@ def diff_mask(original: np.ndarray, fake: np.ndarray) -> np.ndarray:
 
 
 def diff_mask_reference(original: np.ndarray, fake: np.ndarray) -> np.ndarray:
-    """:func:`diff_mask` computed with scikit-image's ``structural_similarity`` (the baseline)."""
+    """:func:`diff_mask` computed with scikit-image's ``structural_similarity`` (the baseline).
+
+    Same clipping as :func:`diff_mask`; SSIM and ``(1 - SSIM) * 255`` in float64.
+    """
     from skimage.metrics import structural_similarity
 
     _check_mask_pair(original, fake)
     channel_axis = -1 if original.ndim == 3 else None
     _, s = structural_similarity(original, fake, channel_axis=channel_axis, data_range=255, full=True)
-    dissim = np.clip((1 - s) * 255, 0, 255)  # (H, W, C) or (H, W), float64
+    dissim = np.clip((1 - s) * 255, 0, 255)  # (H, W, C) or (H, W)
     return _grey(dissim.astype(np.uint8))
 
 

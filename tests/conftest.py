@@ -74,3 +74,18 @@ def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
     if check and proc.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_prep(tiny_sample, detector, tmp_path_factory) -> dict:
+    """index, faces, crops (with their shard folder) and 2 folds of the tiny sample."""
+    from dfdc.datasets.index import build_index
+    from dfdc.folds import assign_folds
+    from dfdc.preprocess import crop_videos, detect_videos
+
+    out = tmp_path_factory.mktemp("prep")
+    index = build_index(tiny_sample, progress=False)
+    faces, _ = detect_videos(index, detector, every=5, min_track=2, workers=1, progress=False)
+    crops, _ = crop_videos(index, faces, out / "crops", workers=1, shard_size=16, progress=False)
+    folds = assign_folds(index, k=2, seed=0)
+    return {"index": index, "faces": faces, "crops": crops, "crops_dir": out / "crops", "folds": folds}

@@ -1,8 +1,11 @@
 """DVC integration in a temporary git repo: what reruns after which change."""
+import json
+import subprocess
+
 import pandas as pd
 import pytest
 
-from conftest import dvc, make_dvc_repo
+from conftest import dvc, make_dvc_repo, venv_env
 
 PARAMS = """
 sample: {seed: 1, parts: 2, reals_per_part: 1, fakes_per_real: 1, seconds_min: 0.8, seconds_max: 1.0}
@@ -12,12 +15,20 @@ detect: {every: 5, min_track: 2, workers: 1}
 crops: {margin: 0.3, workers: 1}
 diffs: {workers: 1}
 folds: {k: 2, holdout: 0}
+train:
+  device: cpu
+  models:
+    a: {arch: resnet18, input_size: 32, epochs: 1, batch_size: 8, lr: 0.001}
+    b: {arch: mobilenetv3_small_100, input_size: 32, epochs: 1, batch_size: 8, lr: 0.001}
+predict: {strategy: mean, tta: false, device: cpu}
+evaluate: {method: equal}
 """
 PREP = ["sample", "index", "detect", "crops", "diffs", "folds"]
+ALL = PREP + ["train@a", "train@b", "predict@a", "predict@b", "evaluate"]
 
 
 def ran(out) -> set[str]:
-    return {s for s in PREP if f"Running stage '{s}'" in out.stdout}
+    return {s for s in ALL if f"Running stage '{s}'" in out.stdout}
 
 
 @pytest.mark.slow
@@ -32,9 +43,27 @@ def test_preprocessing_dag_reruns_only_what_changed(tmp_path):
     assert len(pd.read_parquet(repo / "data/diffs.parquet")) == (crops["label"] == 1).sum()
 
     assert ran(dvc(repo, "repro", *PREP)) == set()
-    assert "up to date" in dvc(repo, "status").stdout
 
     (repo / "params.yaml").write_text(PARAMS.replace("margin: 0.3", "margin: 0.2"))
     assert ran(dvc(repo, "repro", *PREP)) == {"crops", "diffs"}
     narrower = pd.read_parquet(repo / "data/crops.parquet")
     assert ((narrower["x2"] - narrower["x1"]).mean() < (crops["x2"] - crops["x1"]).mean())
+
+    # the whole DAG, then an experiment on one model's key
+    assert ran(dvc(repo, "repro")) == {"train@a", "train@b", "predict@a", "predict@b", "evaluate"}
+    assert ran(dvc(repo, "repro")) == set() and "up to date" in dvc(repo, "status").stdout
+    metrics = json.loads((repo / "metrics/ensemble.json").read_text())
+    assert set(metrics["models"]) == {"a", "b"} and metrics["ensemble"]["n"] >= 1
+    for plot in ("roc.csv", "calibration.csv", "roc.png"):
+        assert (repo / "metrics/plots" / plot).exists()
+    git = lambda *a: subprocess.run(["git", *a], cwd=repo, env=venv_env(), check=True, capture_output=True)  # noqa: E731
+    git("add", "-A")
+    git("commit", "-qm", "baseline")
+
+    exp = dvc(repo, "exp", "run", "-S", "train.models.a.lr=0.05")
+    assert ran(exp) == {"train@a", "predict@a", "evaluate"}
+    diff = dvc(repo, "metrics", "diff", "--json")
+    changed = json.loads(diff.stdout)
+    assert "metrics/train/a.json" in changed and "metrics/train/b.json" not in changed
+    show = dvc(repo, "exp", "show", "--no-pager", "--csv")
+    assert "train.models.a.lr" in show.stdout and "0.05" in show.stdout

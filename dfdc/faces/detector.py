@@ -12,6 +12,8 @@ import cv2
 import numpy as np
 import torch
 
+from dfdc.device import pick_device
+
 
 def detector_scale(width: int, height: int) -> float:
     """Detector input scale by the longer side: <300 x2; 300-1000 x1; >1000 x0.5; >1900 x0.33."""
@@ -40,22 +42,19 @@ class Faces:
 EMPTY = Faces(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32))
 
 
-def pick_device(device: str = "auto") -> torch.device:
-    """``auto`` -> cuda when present, else cpu."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 class FaceDetector:
-    """Batched MTCNN with the resolution rule and score / size filters."""
+    """Batched MTCNN with the resolution rule and score / size filters.
+
+    ``min_face_size`` is in full-resolution pixels (at least 12 at the detector's
+    input); it also bounds MTCNN's image pyramid, the main cost on a CPU.
+    """
 
     def __init__(
         self,
         device: str = "auto",
-        thresholds: Sequence[float] = (0.6, 0.7, 0.7),
+        thresholds: Sequence[float] = (0.85, 0.95, 0.95),
         min_score: float = 0.9,
-        min_face_size: int = 20,
+        min_face_size: int = 40,
         max_faces: int = 4,
         batch_size: int = 32,
         scale: float | None = None,
@@ -67,7 +66,7 @@ class FaceDetector:
             keep_all=True,
             device=self.device,
             thresholds=list(thresholds),
-            min_face_size=max(8, int(min_face_size)),
+            min_face_size=20,
             post_process=False,
         )
         self.min_score = min_score
@@ -82,6 +81,7 @@ class FaceDetector:
             return []
         h, w = frames[0].shape[:2]
         s = self.scale if self.scale is not None else detector_scale(w, h)
+        self.mtcnn.min_face_size = max(12, round(self.min_face_size * s))  # full-res pixels -> detector input
         out: list[Faces] = []
         for start in range(0, len(frames), self.batch_size):
             batch = frames[start : start + self.batch_size]

@@ -1,0 +1,171 @@
+"""Model registry: every model trains one step, specs, names, local-only weights."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import timm
+import timm.models._builder
+import torch
+import torch.nn.functional as F
+
+from dfdc.models import MODELS, ModelSpec, create_model, list_models
+
+IMAGENET = ModelSpec((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), (224, 224), "")
+EXPECTED_SPECS = {
+    "efficientnet_b0": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), (224, 224), "efficientnet_b0"),
+    "efficientnet_b7": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), (600, 600), "efficientnet_b7"),
+    "tf_efficientnet_b7_ns": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), (600, 600),
+                              "tf_efficientnet_b7.ns_jft_in1k"),
+    "xception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), (299, 299), "legacy_xception"),
+    "seresnext50_32x4d": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), (224, 224), "seresnext50_32x4d"),
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core box, two spinning OpenMP threads run ~20x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def no_download(monkeypatch):
+    """Fail loudly if anything asks timm for pretrained weights."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("timm was asked to load pretrained weights")
+
+    monkeypatch.setattr(timm.models._builder, "load_pretrained", refuse)
+
+
+def test_list_models_sorted_and_complete():
+    names = list_models()
+    assert names == sorted(MODELS)
+    expected = {f"efficientnet_b{i}" for i in range(8)} | {
+        "tf_efficientnet_b7_ns", "xception", "seresnext50_32x4d",
+        "resnet18", "mobilenetv3_small_100", "efficientnet_lite0",
+    }
+    assert set(names) == expected
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_trains_one_step(name):
+    torch.manual_seed(0)
+    model = create_model(name, drop_rate=0.2).train()
+    x = torch.randn(2, 3, 64, 64)  # (B, C, H, W)
+    logits = model(x)
+    assert logits.shape == (2,)
+    loss = F.binary_cross_entropy_with_logits(logits, torch.tensor([0.0, 1.0]))
+    assert math.isfinite(loss.item())
+    loss.backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+    spec = model.spec
+    assert timm.is_model(spec.arch)
+    assert len(spec.mean) == len(spec.std) == 3
+    assert all(0.0 < m < 1.0 for m in spec.mean) and all(0.0 < s < 1.0 for s in spec.std)
+    h, w = spec.input_size
+    assert h == w and 200 <= h <= 600
+    if name in EXPECTED_SPECS:
+        assert (spec.mean, spec.std, spec.input_size, spec.arch) == EXPECTED_SPECS[name]
+
+
+def test_single_image_batch_gives_one_logit():
+    model = create_model("mobilenetv3_small_100").eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 64)).shape == (1,)
+
+
+@pytest.mark.parametrize("size, expected", [(380, (380, 380)), ((256, 192), (256, 192))])
+def test_input_size_override(size, expected):
+    spec = create_model("mobilenetv3_small_100", input_size=size).spec
+    assert spec.input_size == expected
+    assert spec.mean == IMAGENET.mean and spec.arch == "mobilenetv3_small_100"
+
+
+def test_drop_rates_reach_timm():
+    model = create_model("efficientnet_b0", drop_rate=0.3, drop_path_rate=0.2)
+    assert model.backbone.drop_rate == 0.3
+    probs = [m.drop_prob for m in model.modules() if type(m).__name__ == "DropPath"]
+    assert probs and 0.0 < max(probs) <= 0.2
+
+
+def test_xception_has_dropout_but_no_drop_path():
+    assert create_model("xception", drop_rate=0.3).backbone.drop_rate == 0.3
+    with pytest.raises(ValueError, match="drop_path_rate"):
+        create_model("xception", drop_path_rate=0.1)
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(ValueError) as err:
+        create_model("efficientnet_b9")
+    assert "efficientnet_b9" in str(err.value)
+    assert ", ".join(list_models()) in str(err.value)
+
+
+@pytest.mark.parametrize("missing", ["nope.pth", "weights/nope"])
+def test_missing_weights_file(tmp_path, monkeypatch, missing):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as err:
+        create_model("resnet18", pretrained=missing)
+    assert missing in str(err.value) and "nothing is downloaded" in str(err.value)
+    with pytest.raises(FileNotFoundError, match="nope"):
+        create_model("resnet18", pretrained=tmp_path / "nope")
+
+
+@pytest.mark.parametrize("pretrained", ["imagenet", True])
+def test_non_file_pretrained_refused(tmp_path, monkeypatch, pretrained):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="no download"):
+        create_model("resnet18", pretrained=pretrained)
+
+
+def test_local_weights_load_exactly(tmp_path):
+    torch.manual_seed(1)
+    source = create_model("mobilenetv3_small_100").eval()
+    path = tmp_path / "source.pth"
+    torch.save(source.state_dict(), path)
+
+    torch.manual_seed(2)
+    fresh = create_model("mobilenetv3_small_100")
+    torch.manual_seed(2)
+    loaded = create_model("mobilenetv3_small_100", pretrained=str(path)).eval()
+
+    want, got = source.state_dict(), loaded.state_dict()
+    assert want.keys() == got.keys()
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    assert not torch.equal(fresh.state_dict()["backbone.conv_stem.weight"], want["backbone.conv_stem.weight"])
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(source(x), loaded(x))
+
+
+def test_weights_with_other_head_load_all_but_head(tmp_path):
+    torch.manual_seed(3)
+    imagenet = timm.create_model("mobilenetv3_small_100", pretrained=False)  # 1000-class head
+    state = imagenet.state_dict()
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
+
+    torch.manual_seed(4)
+    model = create_model("mobilenetv3_small_100", pretrained=path)
+    got = model.backbone.state_dict()
+    body = [k for k in state if not k.startswith("classifier.")]
+    assert len(body) == len(state) - 2
+    assert all(torch.equal(state[k], got[k]) for k in body)
+    assert state["classifier.weight"].shape == (1000, 1024)
+    assert got["classifier.weight"].shape == (1, 1024)
+
+
+def test_weights_missing_a_body_key_fail(tmp_path):
+    state = create_model("mobilenetv3_small_100").state_dict()
+    del state["backbone.conv_stem.weight"]
+    path = tmp_path / "partial.pth"
+    torch.save(state, path)
+    with pytest.raises(RuntimeError, match="conv_stem.weight"):
+        create_model("mobilenetv3_small_100", pretrained=path)

@@ -1,0 +1,105 @@
+"""A tiny end-to-end train -> predict -> evaluate run, resume and NaN handling."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import dfdc.train.loop as loop
+from dfdc.config import AugmentParams, ModelParams
+from dfdc.evaluate import evaluate
+from dfdc.inference.predict import load_checkpoint, score_crops, video_scores
+
+
+def tiny_params(**kw) -> ModelParams:
+    base = dict(arch="resnet18", input_size=32, epochs=2, batch_size=8, lr=1e-3, schedule="onecycle",
+                augment=AugmentParams(jpeg=False, noise=False, blur=False))
+    return ModelParams(**{**base, **kw})
+
+
+def test_train_predict_evaluate_end_to_end(tiny_prep, tmp_path):
+    p = tiny_params()
+    result = loop.train_model("tiny", p, tiny_prep["crops"], tiny_prep["folds"], tiny_prep["crops_dir"],
+                              tmp_path / "m", holdout=0, live_dir=tmp_path / "live", progress=False)
+    assert len(result["history"]) == 2
+    assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["val_log_loss"]) for h in result["history"])
+    assert result["best"]["val_log_loss"] == min(h["val_log_loss"] for h in result["history"])
+    assert (tmp_path / "m" / "best.pt").exists() and (tmp_path / "m" / "last.pt").exists()
+    assert (tmp_path / "live" / "metrics.json").exists()  # dvclive
+    tsv = tmp_path / "live" / "plots" / "metrics" / "val_log_loss.tsv"
+    assert len(tsv.read_text().strip().splitlines()) == 3  # header + one row per epoch
+
+    model, ckpt = load_checkpoint(tmp_path / "m" / "best.pt")
+    assert ckpt["params"]["arch"] == "resnet18" and ckpt["params"]["input_size"] == 32
+    folds = tiny_prep["folds"]
+    videos = folds[folds["fold"] == 0][["video", "label", "fold"]]
+    videos = pd.concat([videos, pd.DataFrame([{"video": "noface.mp4", "label": 1, "fold": 0}])])
+    frames = tiny_prep["crops"][tiny_prep["crops"]["video"].isin(videos["video"])].reset_index(drop=True)
+    frames["prob"] = score_crops(model, frames, tiny_prep["crops_dir"], 32, batch_size=4, tta=True)
+    assert ((frames["prob"] > 0) & (frames["prob"] < 1)).all()
+    again = score_crops(model, frames, tiny_prep["crops_dir"], 32, batch_size=16, tta=True)
+    assert np.allclose(frames["prob"], again, atol=1e-5)  # deterministic, batch-size independent
+    scored = video_scores(videos, frames, "confident")
+    row = scored.set_index("video").loc["noface.mp4"]
+    assert row["prob"] == 0.5 and row["reason"] == "no face" and row["n_frames"] == 0
+    metrics = evaluate({"tiny": scored, "copy": scored.assign(prob=1 - scored["prob"])})
+    assert set(metrics) == {"models", "ensemble"} and metrics["ensemble"]["n"] == len(videos)
+
+
+def test_killed_run_resumes_from_last_checkpoint(tiny_prep, tmp_path, monkeypatch):
+    p = tiny_params(epochs=2, augment=AugmentParams(False, False, False, False, False, False, False))
+    args = (tiny_prep["crops"], tiny_prep["folds"], tiny_prep["crops_dir"])
+    full = loop.train_model("r", p, *args, tmp_path / "ref", progress=False)
+    steps = _steps(tiny_prep, p)
+    real_loss = loop.split_bce
+    calls = {"n": 0}
+
+    def dying_loss(logits, y):
+        calls["n"] += 1
+        if calls["n"] > steps:
+            raise KeyboardInterrupt  # killed in the first step of epoch 2
+        return real_loss(logits, y)
+
+    monkeypatch.setattr(loop, "split_bce", dying_loss)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train_model("r", p, *args, tmp_path / "run", progress=False)
+    ck = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert ck["epoch"] == 0 and ck["history"] == full["history"][:1]
+
+    monkeypatch.setattr(loop, "split_bce", real_loss)
+    resumed = loop.train_model("r", p, *args, tmp_path / "run", progress=False)
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    assert resumed["history"][0] == full["history"][0]
+    # same weights, optimiser, schedule and sampling order; only the resize interpolation draw restarts
+    assert resumed["history"][1]["train_loss"] == pytest.approx(full["history"][1]["train_loss"], rel=0.2)
+    assert resumed["history"][1]["lr"] == pytest.approx(full["history"][1]["lr"])
+
+    other = loop.train_model("r", tiny_params(epochs=1), *args, tmp_path / "run", progress=False)
+    assert [h["epoch"] for h in other["history"]] == [1]  # other params: starts over
+
+
+def _steps(prep, p) -> int:
+    from dfdc.data.dataset import balanced_indices
+
+    train, _ = loop.split_by_fold(prep["crops"], prep["folds"], 0)
+    return -(-len(balanced_indices(train["label"].to_numpy(), np.random.default_rng(0))) // p.batch_size)
+
+
+def test_nan_loss_stops_with_a_clear_error(tiny_prep, tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "split_bce", lambda logits, y: (logits * float("nan")).mean())
+    with pytest.raises(loop.NaNLossError, match=r"loss is nan at epoch 1, step 1.*lower lr"):
+        loop.train_model("n", tiny_params(), tiny_prep["crops"], tiny_prep["folds"], tiny_prep["crops_dir"],
+                         tmp_path / "n", progress=False)
+
+
+def test_sgd_poly_recipe_steps(tiny_prep, tmp_path):
+    p = tiny_params(optimizer="sgd", lr=0.01, schedule="poly", epochs=1)
+    model = torch.nn.Linear(2, 1)
+    opt = loop.make_optimizer(model, p)
+    assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["nesterov"]
+    sched = loop.make_schedule(opt, p, total_steps=10)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.01) and lrs[5] == pytest.approx(0.01 * 0.5**0.9)
