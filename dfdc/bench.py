@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from dfdc.datasets.index import build_index
 from dfdc.faces.crops import crop_box, cut
@@ -95,6 +96,36 @@ def _crop_pairs(crops: pd.DataFrame, crops_dir: Path) -> list[tuple[np.ndarray, 
             pairs.append((decode_png(reader.get(where[okey], okey)), decode_png(reader.get(f.shard, f.key))))
     reader.close()
     return pairs
+
+
+def bench_predict(root: str | Path, checkpoints: list[Path], frames: int = 32, workers: int = 2,
+                  device: str = "cpu") -> dict:
+    """`dfdc predict` seconds per video (decode / detect / classify) next to the decode floor."""
+    from dfdc.inference.video import load_ensemble, predict_videos
+
+    files = sorted(Path(root).rglob("*.mp4"))
+    _, floor = _timed(lambda: [read_frames(p) for p in files])
+    dev = torch.device(device)
+    models = load_ensemble(checkpoints, dev)
+    det = FaceDetector(device=device)
+    results, total = _timed(predict_videos, files, models, det, frames=frames, workers=workers, device=dev,
+                            progress=False)
+    n = len(files)
+    part = {k: sum(r.timings.get(k, 0.0) for r in results) / n for k in ("decode", "detect", "classify")}
+    return {"dataset": str(root), "videos": n, "models": len(models), "frames": frames,
+            "floor_s": floor / n, "total_s": total / n, **{f"{k}_s": v for k, v in part.items()},
+            "ratio_to_floor": total / floor, "scored": sum(1 for r in results if not r.reason)}
+
+
+def format_predict_table(rows: list[dict]) -> str:
+    """Markdown table of :func:`bench_predict` results."""
+    lines = ["| dataset | videos (scored) | models x frames | decode floor s/video | predict s/video | "
+             "decode / detect / classify s/video | vs floor |", "|" + "---|" * 7]
+    for r in rows:
+        lines.append(f"| {Path(r['dataset']).name} | {r['videos']} ({r['scored']}) | {r['models']} x {r['frames']} | "
+                     f"{r['floor_s']:.3f} | {r['total_s']:.3f} | {r['decode_s']:.3f} / {r['detect_s']:.3f} / "
+                     f"{r['classify_s']:.3f} | {r['ratio_to_floor']:.2f}x |")
+    return "\n".join(lines)
 
 
 def format_table(rows: list[dict]) -> str:

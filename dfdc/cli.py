@@ -7,6 +7,13 @@ import sys
 from pathlib import Path
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _cmd_sample(args: argparse.Namespace) -> int:
     from dfdc.datasets.sample import make_sample
 
@@ -27,29 +34,87 @@ def _cmd_manifest(args: argparse.Namespace) -> int:
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
+    import json
+
     import pandas as pd
 
     from dfdc.datasets.index import summarize_index
+    from dfdc.evaluate import format_metrics_table
 
-    index = Path(args.index)
-    if index.exists():
-        print(summarize_index(pd.read_parquet(index)))
-    else:
+    index, metrics = Path(args.index), Path(args.metrics)
+    if not index.exists():
         print(f"{index}: not built yet (run `dvc repro`)")
+        return 0
+    print(summarize_index(pd.read_parquet(index)))
+    if metrics.exists():
+        print(f"holdout metrics ({metrics}):")
+        print(format_metrics_table(json.loads(metrics.read_text())))
+    else:
+        print(f"{metrics}: not built yet (run `dvc repro`)")
     return 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from dfdc.bench import bench_preprocess, format_table
+    from dfdc.bench import bench_predict, bench_preprocess, format_predict_table, format_table
 
     roots = args.roots or [r for r in ("data/sample", "../shared/data/ffpp") if Path(r).is_dir()]
     if not roots:
         raise FileNotFoundError("no dataset to benchmark: pass a root (e.g. data/sample after `dvc repro`)")
+    checkpoints = resolve_models(args.models, args.models_dir) if args.what == "predict" else []
+    if args.what == "predict" and not args.models:
+        checkpoints = checkpoints[:1]  # one small model, as the goal is stated
     rows = []
     for root in roots:
         print(f"bench {args.what}: {root} ...", flush=True)
-        rows.append(bench_preprocess(root, every=args.every, workers=args.workers))
-    print(format_table(rows))
+        if args.what == "preprocess":
+            rows.append(bench_preprocess(root, every=args.every, workers=args.workers))
+        else:
+            rows.append(bench_predict(root, checkpoints, frames=args.frames, workers=args.workers,
+                                      device=args.device))
+    print(format_table(rows) if args.what == "preprocess" else format_predict_table(rows))
+    return 0
+
+
+def resolve_models(names: list[str] | None, models_dir: str | Path = "models") -> list[Path]:
+    """Checkpoint paths for ``--models``: files as given, names as MODELS_DIR/NAME/best.pt (default: all)."""
+    models_dir = Path(models_dir)
+    available = sorted(p.parent.name for p in models_dir.glob("*/best.pt"))
+    if not names:
+        if not available:
+            raise FileNotFoundError(f"no trained model in {models_dir}/*/best.pt: run `dvc repro` or pass --models")
+        return [models_dir / n / "best.pt" for n in available]
+    out = []
+    for name in names:
+        path = Path(name) if Path(name).suffix in (".pt", ".pth") else models_dir / name / "best.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"model {name!r} not found at {path} (available: {', '.join(available) or 'none'})")
+        out.append(path)
+    return out
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import time
+
+    from dfdc.device import pick_device
+    from dfdc.faces.detector import FaceDetector
+    from dfdc.inference.video import list_inputs, load_ensemble, predict_videos, write_report, write_submission
+
+    files = list_inputs(args.videos_dir)
+    checkpoints = resolve_models(args.models, args.models_dir)
+    device = pick_device(args.device)
+    t0 = time.perf_counter()
+    models = load_ensemble(checkpoints, device)
+    detector = FaceDetector(device=str(device))
+    results = predict_videos(files, models, detector, frames=args.frames, strategy=args.strategy, tta=args.tta,
+                             workers=args.workers, device=device, thumbs=args.report is not None)
+    write_submission(results, args.out)
+    if args.report:
+        for r in results:
+            write_report(r, args.report)
+    dt = time.perf_counter() - t0
+    fallback = sum(1 for r in results if r.reason)
+    print(f"predict: {len(results)} files in {dt:.1f} s ({len(results) / dt:.2f} videos/s) with "
+          f"{len(models)} model(s) on {device}; {fallback} scored 0.5 (unreadable or no face) -> {args.out}")
     return 0
 
 
@@ -70,15 +135,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True)
     p.set_defaults(func=_cmd_manifest)
 
+    p = sub.add_parser("predict", help="score a folder of videos with the trained ensemble")
+    p.add_argument("videos_dir")
+    p.add_argument("-o", "--out", default="submission.csv", help="CSV with filename,label (default submission.csv)")
+    p.add_argument("--models", nargs="+", help="model names under --models-dir or checkpoint files (default: all)")
+    p.add_argument("--models-dir", default="models")
+    p.add_argument("--frames", type=_positive, default=32, help="frames sampled evenly per video (default 32)")
+    p.add_argument("--strategy", choices=["mean", "confident", "weighted"], default="confident")
+    p.add_argument("--no-tta", dest="tta", action="store_false", help="skip the horizontal-flip average")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--workers", type=int, default=2, help="decoding threads running ahead")
+    p.add_argument("--report", metavar="DIR", help="write a JSON and a PNG per video here")
+    p.set_defaults(func=_cmd_predict)
+
     p = sub.add_parser("bench", help="benchmark a part of the pipeline against its baseline")
-    p.add_argument("what", choices=["preprocess"])
+    p.add_argument("what", choices=["preprocess", "predict"])
     p.add_argument("roots", nargs="*", help="dataset roots (default: data/sample and ../shared/data/ffpp)")
-    p.add_argument("--every", type=int, default=10)
+    p.add_argument("--every", type=_positive, default=10, help="preprocess: detect every N-th frame")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--models", nargs="+", help="predict: model names or checkpoint files (default: first one)")
+    p.add_argument("--models-dir", default="models")
+    p.add_argument("--frames", type=_positive, default=32, help="predict: frames per video")
+    p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("summary", help="print what the pipeline has produced")
     p.add_argument("--index", default="data/index.parquet")
+    p.add_argument("--metrics", default="metrics/ensemble.json")
     p.set_defaults(func=_cmd_summary)
     return ap
 

@@ -61,6 +61,8 @@ def _read_sampled(row, every: int):
         frames, n = read_frames(row.path, sample_indices(int(row.frames), every=every))
     except VideoError as e:
         return row, None, 0, str(e)
+    except Exception as e:  # noqa: BLE001 - one bad video never stops the stage
+        return row, None, 0, f"{type(e).__name__}: {e}"
     if not frames:
         return row, None, n, "no frame could be decoded"
     return row, frames, n, ""
@@ -136,6 +138,8 @@ def _crop_one(job) -> tuple[str, list[tuple[dict, np.ndarray]], str]:
         frames, n = read_frames(row.path, wanted)
     except VideoError as e:
         return row.video, [], str(e)
+    except Exception as e:  # noqa: BLE001 - one bad video never stops the stage
+        return row.video, [], f"{type(e).__name__}: {e}"
     out = []
     for f in boxes.itertuples():
         frame = frames.get(f.frame)
@@ -221,7 +225,10 @@ def diff_crops(
             return f, okey, None, "original crop missing"
         if fake.shape != orig.shape:
             return f, okey, None, f"crop sizes differ: {fake.shape} vs original {orig.shape}"
-        return f, okey, diff_mask(orig, fake), ""
+        try:
+            return f, okey, diff_mask(orig, fake), ""
+        except ValueError as e:  # e.g. a crop smaller than the SSIM window
+            return f, okey, None, str(e)
 
     rows = []
     loaded = (load(f) for f in fakes.itertuples())  # shard reads stay on this thread

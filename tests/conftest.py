@@ -89,3 +89,15 @@ def tiny_prep(tiny_sample, detector, tmp_path_factory) -> dict:
     crops, _ = crop_videos(index, faces, out / "crops", workers=1, shard_size=16, progress=False)
     folds = assign_folds(index, k=2, seed=0)
     return {"index": index, "faces": faces, "crops": crops, "crops_dir": out / "crops", "folds": folds}
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_prep, tmp_path_factory) -> Path:
+    """best.pt of a resnet18 trained one epoch at 32 px on the tiny sample."""
+    from dfdc.config import ModelParams
+    from dfdc.train.loop import train_model
+
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    p = ModelParams(arch="resnet18", input_size=32, epochs=1, batch_size=8)
+    train_model("tiny", p, tiny_prep["crops"], tiny_prep["folds"], tiny_prep["crops_dir"], out, progress=False)
+    return out / "best.pt"

@@ -140,3 +140,18 @@ def test_missing_original_crop_is_recorded(sample_run, tmp_path):
     lonely = pd.concat([fake, crops[crops["label"] == 0].iloc[:0]])
     diffs = diff_crops(lonely, sample_run["out"] / "crops", tmp_path / "d", workers=0, progress=False)
     assert not diffs["ok"].iloc[0] and diffs["error"].iloc[0] == "original crop missing"
+
+
+def test_tiny_crop_diff_is_recorded_not_fatal(tmp_path):
+    from dfdc.store import ShardWriter, encode_png
+
+    w = ShardWriter(tmp_path / "c")
+    rows = []
+    for video, label in (("r.mp4", 0), ("f.mp4", 1)):
+        key = crop_key(video, 0, 0)
+        shard = w.add(key, encode_png(np.full((5, 4, 3), 100 + label, np.uint8)))
+        rows.append({"key": key, "video": video, "original": "r.mp4", "frame": 0, "track": 0, "label": label,
+                     "shard": shard})
+    w.close()
+    diffs = diff_crops(pd.DataFrame(rows), tmp_path / "c", tmp_path / "d", workers=1, progress=False)
+    assert not diffs["ok"].iloc[0] and "window" in diffs["error"].iloc[0]

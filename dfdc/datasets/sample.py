@@ -27,6 +27,7 @@ RESOLUTIONS = [(640, 360), (360, 640), (854, 480), (480, 360), (320, 240), (768,
 FPS = [25.0, 29.97, 30.0]
 LFW_FACES = [1, 3, 15, 18, 21, 26, 31, 35]  # distinct people in skimage's LFW subset
 REGIONS = ["face", "inner", "mouth"]
+SKIN_TONES = [(1.0, 0.86, 0.74), (0.95, 0.78, 0.62), (0.78, 0.6, 0.48), (1.0, 0.9, 0.82), (0.62, 0.46, 0.36)]
 
 
 @dataclass
@@ -75,9 +76,10 @@ def _photos() -> list[tuple[str, np.ndarray]]:
         ("cameraman", np.repeat(data.camera()[..., None], 3, axis=2)),
     ]
     lfw = data.lfw_subset()
-    for i in LFW_FACES:
-        grey = cv2.resize((lfw[i] * 255).astype(np.uint8), (200, 200), interpolation=cv2.INTER_CUBIC)
-        photos.append((f"lfw{i:03d}", np.repeat(grey[..., None], 3, axis=2)))
+    for k, i in enumerate(LFW_FACES):
+        grey = cv2.resize((lfw[i] * 255).astype(np.float32), (200, 200), interpolation=cv2.INTER_CUBIC)
+        tone = np.array(SKIN_TONES[k % len(SKIN_TONES)], np.float32)  # the photos are grey: tint them
+        photos.append((f"lfw{i:03d}", np.clip(grey[..., None] * tone, 0, 255).astype(np.uint8)))
     return photos
 
 
@@ -180,18 +182,20 @@ def blend_mask(ident: Identity, region: str, feather: float) -> np.ndarray:
     elif region == "inner":
         center, axes = nose, (0.85 * d, 0.95 * d)
     elif region == "mouth":
-        center, axes = mouth + [0, 0.1 * d], (0.65 * d, 0.38 * d)
+        center, axes = mouth + [0, 0.15 * d], (0.8 * d, 0.55 * d)
     else:
         raise ValueError(f"unknown blend region {region!r}; valid: {REGIONS}")
     return _ellipse(ident.alpha.shape, center, axes, feather * d)
 
 
-def _colour_match(src: np.ndarray, dst: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def _colour_match(src: np.ndarray, dst: np.ndarray, mask: np.ndarray, strength: float) -> np.ndarray:
+    """Move the source's per-channel mean and spread towards the target's inside the mask."""
     sel = mask > 0.5
     if sel.sum() < 16:
         return src
     s, d = src[sel], dst[sel]
-    return (src - s.mean(0)) / (s.std(0) + 1e-3) * d.std(0) + d.mean(0)
+    matched = (src - s.mean(0)) / (s.std(0) + 1e-3) * d.std(0) + d.mean(0)
+    return strength * matched + (1 - strength) * src
 
 
 @dataclass
@@ -200,7 +204,8 @@ class FakeSpec:
     target: int  # index of the face in the scene that is replaced (-1: all)
     region: str
     feather: float
-    sharpness: float  # 1.0 = source as is; <1 = downscaled then upscaled
+    sharpness: float  # source downscaled by this factor then upscaled, like a face decoder's low resolution
+    colour: float  # colour-match strength in [0, 1]
     crf: int
 
 
@@ -223,7 +228,7 @@ def _render_fake(real: list[tuple[np.ndarray, list[np.ndarray]]], scene: Scene, 
             m = (mats[k] @ align[k])[:2]
             warped = cv2.warpAffine(img, m, size, flags=cv2.INTER_LINEAR)
             a = cv2.warpAffine(mask, m, size, flags=cv2.INTER_LINEAR)
-            warped = _colour_match(warped, out, a)
+            warped = _colour_match(warped, out, a, spec.colour)
             out = out * (1 - a[..., None]) + warped * a[..., None]
         yield np.clip(out, 0, 255).astype(np.uint8)
 
@@ -331,8 +336,9 @@ def make_sample(
                         source=others[int(rng.integers(len(others)))],
                         target=-1 if (two and j % 2 == 1) else int(rng.integers(len(cast))),
                         region=REGIONS[(k + j) % len(REGIONS)],
-                        feather=float(rng.choice([0.05, 0.15, 0.3])),
-                        sharpness=float(rng.choice([1.0, 0.6, 0.35])),
+                        feather=float(rng.choice([0.03, 0.08, 0.15])),
+                        sharpness=float(rng.choice([0.5, 0.35, 0.25])),
+                        colour=float(rng.uniform(0.5, 0.9)),
                         crf=int(np.clip(scene.crf + rng.integers(-2, 3), 15, 35)),
                     )
                     fake_name = _name(rng, used)

@@ -67,3 +67,20 @@ def aggregate(p: ArrayLike, strategy: str, fallback: float = 0.5) -> float:
     if a.size == 0:
         return float(fallback)
     return AGGREGATORS[strategy](a)
+
+
+def aggregate_tracks(p: ArrayLike, tracks: ArrayLike, strategy: str, min_len: int = 3,
+                     fallback: float = 0.5) -> float:
+    """Aggregate each face track with ``strategy``, then take the most fake track.
+
+    A DFDC fake usually swaps one person, so a two-person video is as fake as its
+    faker track. Tracks shorter than ``min_len`` frames are ignored unless no
+    track is that long.
+    """
+    p = np.asarray(p, dtype=np.float64).reshape(-1)
+    tracks = np.asarray(tracks).reshape(-1)
+    if p.size == 0:
+        return float(fallback)
+    ids, counts = np.unique(tracks, return_counts=True)
+    keep = ids[counts >= min(min_len, counts.max())]
+    return max(aggregate(p[tracks == t], strategy, fallback) for t in keep)

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from dfdc.data.augment import val_transforms
 from dfdc.data.dataset import CropDataset
-from dfdc.inference.aggregate import aggregate
+from dfdc.inference.aggregate import aggregate_tracks
 from dfdc.models import create_model
 
 NO_FACE = 0.5
@@ -66,15 +66,18 @@ def score_crops(
 
 
 def video_scores(videos: pd.DataFrame, frames: pd.DataFrame, strategy: str, fallback: float = NO_FACE) -> pd.DataFrame:
-    """One row per video of ``videos``: prob aggregated from ``frames`` (video, prob), n_frames, reason.
+    """One row per video of ``videos``: prob from ``frames`` (video, track, prob), n_frames, reason.
 
-    A video with no scored frame gets ``fallback`` and the reason "no face".
+    Each face track is aggregated with ``strategy`` and the most fake track
+    decides. A video with no scored frame gets ``fallback`` and the reason "no face".
     """
-    groups = {v: g["prob"].to_numpy() for v, g in frames.groupby("video")} if len(frames) else {}
+    groups = dict(tuple(frames.groupby("video"))) if len(frames) else {}
     rows = []
     for v in videos.itertuples():
-        p = groups.get(v.video, np.zeros(0))
-        rows.append({"video": v.video, "prob": aggregate(p, strategy, fallback=fallback), "n_frames": len(p),
-                     "reason": "" if len(p) else "no face"})
-    out = videos.reset_index(drop=True).assign(**pd.DataFrame(rows).drop(columns="video"))
-    return out
+        g = groups.get(v.video)
+        if g is None:
+            rows.append({"prob": float(fallback), "n_frames": 0, "reason": "no face"})
+        else:
+            rows.append({"prob": aggregate_tracks(g["prob"], g["track"], strategy, fallback=fallback),
+                         "n_frames": len(g), "reason": ""})
+    return videos.reset_index(drop=True).assign(**pd.DataFrame(rows, index=range(len(rows))))

@@ -262,3 +262,9 @@ def mobilenetv3_small_100(**kw: Any) -> BinaryClassifier:
 @register("efficientnet_lite0")
 def efficientnet_lite0(**kw: Any) -> BinaryClassifier:
     return _timm_classifier("efficientnet_lite0", **kw)
+
+
+@register("regnetx_002")
+def regnetx_002(**kw: Any) -> BinaryClassifier:
+    """RegNetX-200MF: a plain conv/BN design that trains well from random init on a CPU."""
+    return _timm_classifier("regnetx_002", **kw)

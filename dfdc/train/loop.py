@@ -9,6 +9,7 @@ is written every epoch (`last.pt`) plus the best by validation log loss
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 from pathlib import Path
@@ -119,9 +120,10 @@ def train_model(
     start, best, history = 0, None, []
 
     last = out_dir / "last.pt"
+    data = data_fingerprint(train_table, val_table, crops_dir)
     if last.exists():
         ckpt = torch.load(last, map_location=dev, weights_only=False)
-        if ckpt.get("params") == resolved and ckpt.get("holdout") == holdout:
+        if ckpt.get("params") == resolved and ckpt.get("holdout") == holdout and ckpt.get("data") == data:
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
             sched.load_state_dict(ckpt["scheduler"])
@@ -131,9 +133,11 @@ def train_model(
             torch.set_rng_state(ckpt["torch_rng"])
             log.info("%s: resuming after epoch %d", name, ckpt["epoch"])
         else:
-            log.info("%s: %s holds another run's params; starting over", name, last)
+            log.info("%s: %s holds another run's params or data; starting over", name, last)
 
-    live = _live(live_dir, resume=start > 0)
+    live = _live(live_dir)
+    for row in history:  # a resumed run replays its curves: DVC clears the dvclive dir before a stage runs
+        _log(live, row)
     for epoch in range(start, p.epochs):
         model.train()
         loader = _loader(train_ds, p.batch_size, p.workers, indices=balanced_indices(labels, rng))
@@ -162,17 +166,13 @@ def train_model(
             best = row
         ckpt = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "scaler": scaler.state_dict(), "epoch": epoch, "best": best, "history": history,
-                "params": resolved, "holdout": holdout, "name": name, "arch": p.arch,
+                "params": resolved, "holdout": holdout, "data": data, "name": name, "arch": p.arch,
                 "spec": dataclasses.asdict(model.spec), "rng": rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state()}
         if improved:
             _save(ckpt, out_dir / "best.pt")
         _save(ckpt, last)
-        if live is not None:
-            for k, v in row.items():
-                if k != "epoch" and isinstance(v, float) and math.isfinite(v):
-                    live.log_metric(k, v)
-            live.next_step()
+        _log(live, row)
         print(f"{name} epoch {epoch + 1}: train loss {row['train_loss']:.4f}, "
               f"val log loss {val['log_loss']:.4f}, val auc {val['auc']:.3f}", flush=True)
     if live is not None:
@@ -180,7 +180,7 @@ def train_model(
     return {"best": best, "history": history, "train_crops": len(train_table), "val_crops": len(val_table)}
 
 
-def _live(live_dir, resume: bool):
+def _live(live_dir):
     """dvclive logger on rank 0 only; None elsewhere or when no dir is given."""
     if live_dir is None:
         return None
@@ -188,4 +188,24 @@ def _live(live_dir, resume: bool):
         return None
     from dvclive import Live
 
-    return Live(str(live_dir), resume=resume, save_dvc_exp=False, dvcyaml=False)
+    return Live(str(live_dir), save_dvc_exp=False, dvcyaml=False)
+
+
+def _log(live, row: dict) -> None:
+    if live is None:
+        return
+    for k, v in row.items():
+        if k != "epoch" and isinstance(v, float) and math.isfinite(v):
+            live.log_metric(k, v)
+    live.next_step()
+
+
+def data_fingerprint(train: pd.DataFrame, val: pd.DataFrame, crops_dir: str | Path) -> str:
+    """Changes when the crops, their split or the shard files change (a resume must not cross data)."""
+    h = hashlib.sha1()
+    for table in (train, val):
+        h.update(pd.util.hash_pandas_object(table[["key", "shard", "label"]], index=False).to_numpy().tobytes())
+    for f in sorted(Path(crops_dir).iterdir()):
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()

@@ -99,3 +99,15 @@ def test_strategies_reject_empty_input():
 def test_unknown_strategy_lists_valid_names():
     with pytest.raises(ValueError, match="unknown aggregation strategy 'median'.*confident, mean, weighted"):
         aggregate([0.5], "median")
+
+
+def test_aggregate_tracks_takes_the_most_fake_person():
+    from dfdc.inference.aggregate import aggregate_tracks
+
+    p = [0.1, 0.1, 0.9, 0.9, 0.1, 0.95]
+    tracks = [0, 0, 1, 1, 0, 1]
+    assert aggregate_tracks(p, tracks, "mean") == pytest.approx((0.9 + 0.9 + 0.95) / 3)
+    # a one-frame flash does not decide the video while longer tracks exist
+    assert aggregate_tracks([0.1, 0.1, 0.1, 0.99], [0, 0, 0, 7], "mean") == pytest.approx(0.1)
+    assert aggregate_tracks([0.99], [7], "mean") == pytest.approx(0.99)
+    assert aggregate_tracks([], [], "mean") == 0.5

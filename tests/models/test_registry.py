@@ -46,7 +46,7 @@ def test_list_models_sorted_and_complete():
     assert names == sorted(MODELS)
     expected = {f"efficientnet_b{i}" for i in range(8)} | {
         "tf_efficientnet_b7_ns", "xception", "seresnext50_32x4d",
-        "resnet18", "mobilenetv3_small_100", "efficientnet_lite0",
+        "resnet18", "mobilenetv3_small_100", "efficientnet_lite0", "regnetx_002",
     }
     assert set(names) == expected
 

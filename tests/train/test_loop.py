@@ -1,4 +1,6 @@
 """A tiny end-to-end train -> predict -> evaluate run, resume and NaN handling."""
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -66,8 +68,10 @@ def test_killed_run_resumes_from_last_checkpoint(tiny_prep, tmp_path, monkeypatc
     assert ck["epoch"] == 0 and ck["history"] == full["history"][:1]
 
     monkeypatch.setattr(loop, "split_bce", real_loss)
-    resumed = loop.train_model("r", p, *args, tmp_path / "run", progress=False)
+    resumed = loop.train_model("r", p, *args, tmp_path / "run", live_dir=tmp_path / "live", progress=False)
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    tsv = tmp_path / "live" / "plots" / "metrics" / "train_loss.tsv"
+    assert len(tsv.read_text().strip().splitlines()) == 3  # both epochs' curves, the replayed one included
     assert resumed["history"][0] == full["history"][0]
     # same weights, optimiser, schedule and sampling order; only the resize interpolation draw restarts
     assert resumed["history"][1]["train_loss"] == pytest.approx(full["history"][1]["train_loss"], rel=0.2)
@@ -75,6 +79,22 @@ def test_killed_run_resumes_from_last_checkpoint(tiny_prep, tmp_path, monkeypatc
 
     other = loop.train_model("r", tiny_params(epochs=1), *args, tmp_path / "run", progress=False)
     assert [h["epoch"] for h in other["history"]] == [1]  # other params: starts over
+
+    counted = {"n": 0}
+
+    def counting_loss(logits, y):
+        counted["n"] += 1
+        return real_loss(logits, y)
+
+    monkeypatch.setattr(loop, "split_bce", counting_loss)
+    loop.train_model("d", tiny_params(epochs=1), *args, tmp_path / "data", progress=False)
+    counted["n"] = 0
+    loop.train_model("d", tiny_params(epochs=1), *args, tmp_path / "data", progress=False)
+    assert counted["n"] == 0  # finished run, same data: nothing to redo
+    shard = sorted(tiny_prep["crops_dir"].iterdir())[0]
+    os.utime(shard, ns=(shard.stat().st_atime_ns, shard.stat().st_mtime_ns + 10**9))  # the crops were rebuilt
+    loop.train_model("d", tiny_params(epochs=1), *args, tmp_path / "data", progress=False)
+    assert counted["n"] == steps  # other data: trained again from scratch
 
 
 def _steps(prep, p) -> int:

@@ -1,0 +1,87 @@
+"""`dfdc predict` on real and broken files."""
+import csv
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from dfdc.cli import main
+from dfdc.video import read_frames, write_video
+
+
+def _rows(path):
+    with open(path) as f:
+        return {r["filename"]: float(r["label"]) for r in csv.DictReader(f)}
+
+
+@pytest.fixture()
+def videos_dir(tiny_sample, tmp_path):
+    d = tmp_path / "videos"
+    d.mkdir()
+    reals = sorted(tiny_sample.glob("*/*.mp4"))
+    portrait = next(p for p in reals if (lambda f: f.shape[0] > f.shape[1])(read_frames(p, [0])[0][0]))
+    shutil.copy(portrait, d / "portrait.mp4")
+    shutil.copy(portrait, d / "portrait_again.mp4")
+    shutil.copy(reals[0], d / "first.mp4")
+    (d / "empty.mp4").write_bytes(b"")
+    (d / "notes.txt").write_text("not a video")
+    data = (d / "first.mp4").read_bytes()
+    (d / "cut.mp4").write_bytes(data[: len(data) // 3])
+    rng = np.random.default_rng(0)
+    write_video(d / "noface.mp4", [rng.integers(0, 50, (96, 128, 3), dtype=np.uint8) for _ in range(10)], 25)
+    return d
+
+
+def test_predict_writes_a_row_per_file_and_reports(videos_dir, tiny_checkpoint, tmp_path, capsys):
+    out, rep = tmp_path / "sub.csv", tmp_path / "report"
+    code = main(["predict", str(videos_dir), "-o", str(out), "--models", str(tiny_checkpoint), "--frames", "6",
+                 "--report", str(rep), "--device", "cpu"])
+    assert code == 0
+    rows = _rows(out)
+    assert set(rows) == {p.name for p in videos_dir.iterdir()}
+    assert all(0 < v < 1 for v in rows.values())
+    for bad in ("empty.mp4", "notes.txt", "noface.mp4", "cut.mp4"):
+        assert rows[bad] == 0.5, bad
+    assert rows["portrait.mp4"] == rows["portrait_again.mp4"]  # same video, same number
+    reasons = {p.stem: json.loads(p.read_text())["reason"] for p in rep.glob("*.json")}
+    assert reasons["empty.mp4"] == "zero-byte file"
+    assert reasons["noface.mp4"] == "no face"
+    assert reasons["notes.txt"] and reasons["cut.mp4"]
+    assert reasons["portrait.mp4"] == ""
+    good = json.loads((rep / "portrait.mp4.json").read_text())
+    assert len(good["frames"]) == 6 and good["faces"] and set(good["timings_s"]) == {"decode", "detect", "classify"}
+    for name in rows:
+        png = cv2.imread(str(rep / f"{name}.png"))
+        assert png is not None and png.shape[0] > 100
+    assert "videos/s" in capsys.readouterr().out
+
+
+def test_predict_ffpp_pairs(ffpp_root, tiny_checkpoint, tmp_path):
+    d = tmp_path / "ff"
+    d.mkdir()
+    for p in ffpp_root.rglob("*.mp4"):
+        shutil.copy(p, d / p.name)
+    assert main(["predict", str(d), "-o", str(tmp_path / "s.csv"), "--models", str(tiny_checkpoint),
+                 "--frames", "4", "--device", "cpu"]) == 0
+    rows = _rows(tmp_path / "s.csv")
+    assert len(rows) == 4 and all(0 < v < 1 for v in rows.values())
+    assert all(v != 0.5 for v in rows.values())  # faces found in every FF++ video
+
+
+def test_predict_errors(tmp_path, tiny_checkpoint, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["predict", str(empty), "--models", str(tiny_checkpoint)]) == 2
+    assert "no files to score" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "nope"), "--models", str(tiny_checkpoint)]) == 2
+    assert "videos folder not found" in capsys.readouterr().err
+    (empty / "a.mp4").write_bytes(b"x")
+    assert main(["predict", str(empty), "--models", str(tmp_path / "missing.pt")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["predict", str(empty), "--models-dir", str(tmp_path / "none")]) == 2
+    assert "no trained model" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["predict", str(empty), "--frames", "0"])
+    assert e.value.code == 2
