@@ -67,3 +67,5 @@ def test_preprocessing_dag_reruns_only_what_changed(tmp_path):
     assert "metrics/train/a.json" in changed and "metrics/train/b.json" not in changed
     show = dvc(repo, "exp", "show", "--no-pager", "--csv")
     assert "train.models.a.lr" in show.stdout and "0.05" in show.stdout
+    plots = json.loads(dvc(repo, "plots", "diff", "--json").stdout)["data"]
+    assert any("roc.csv" in name for name in plots) and any("live/a" in name for name in plots)
