@@ -271,6 +271,7 @@ class ModelParams:
     drop_path_rate: float = rng(ge=0, le=1, default=0.0)
     pretrained: str | None = None
     augment: AugmentParams = field(default_factory=AugmentParams)
+    aligned_mixup: bool = False  # seed 001: mix each fake with its original's crop, target t ~ Beta(0.5, 0.5)
     seed: int = 0
     workers: int = rng(ge=0, default=0)
 

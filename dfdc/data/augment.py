@@ -113,6 +113,7 @@ def train_transforms(
     gray: bool = True,
     geometric: bool = True,
     seed: int | None = None,
+    paired: bool = False,
 ) -> A.Compose:
     """DFDC 1st-place training augmentations; uint8 RGB (H, W, 3) in, (size, size, 3) out.
 
@@ -161,7 +162,7 @@ def train_transforms(
                 p=0.5,
             )
         )
-    return A.Compose(t, seed=seed)
+    return A.Compose(t, seed=seed, additional_targets={"image2": "image"} if paired else None)
 
 
 def val_transforms(size: int) -> A.Compose:

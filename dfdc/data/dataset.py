@@ -12,7 +12,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from dfdc.store import ShardReader, decode_png
 
-__all__ = ["CropDataset", "balanced_indices"]
+__all__ = ["AlignedMixupDataset", "CropDataset", "aligned_pairs", "balanced_indices"]
 
 _CLASS_NAMES = {0: "real (label 0)", 1: "fake (label 1)"}
 
@@ -143,3 +143,50 @@ def balanced_indices(
         parts.extend([idx] * whole)
         parts.append(rng.choice(idx, size=rest, replace=False))
     return rng.permutation(np.concatenate(parts)).astype(np.int64)
+
+
+def aligned_pairs(table: pd.DataFrame) -> pd.DataFrame:
+    """Fake crops whose original's crop (same frame and track) is in ``table``, with ``orig_shard``/``orig_key``."""
+    from dfdc.preprocess import crop_key
+
+    shard_of = dict(zip(table["key"], table["shard"]))
+    fakes = table[table["label"] == 1]
+    okeys = [crop_key(o, f, t) for o, f, t in zip(fakes["original"], fakes["frame"], fakes["track"])]
+    pairs = fakes.assign(orig_key=okeys, orig_shard=[shard_of.get(k) for k in okeys])
+    return pairs[pairs["orig_shard"].notna()].reset_index(drop=True)
+
+
+class AlignedMixupDataset(CropDataset):
+    """Seed 001's aligned mixup: item ``i`` mixes fake crop ``i`` with its original's crop.
+
+    ``x = (1 - t) * original + t * fake`` with ``t ~ Beta(alpha, alpha)`` drawn from torch's RNG;
+    both crops go through the same augmentation (``transform`` must accept ``image2``, e.g.
+    ``train_transforms(..., paired=True)``) and the target is ``t``. Only the manipulation
+    differs between the two, so the model has to look at it.
+    """
+
+    REQUIRED_COLUMNS = ("shard", "key", "label", "orig_shard", "orig_key")
+
+    def __init__(self, table: pd.DataFrame, crops_dir: str | Path, transform, mean: Sequence[float],
+                 std: Sequence[float], alpha: float = 0.5) -> None:
+        super().__init__(table, crops_dir, transform, mean, std)
+        if alpha <= 0:
+            raise ValueError(f"alpha must be > 0, got {alpha}")
+        self.orig_shards = table["orig_shard"].astype(str).to_numpy()
+        self.orig_keys = table["orig_key"].astype(str).to_numpy()
+        self.beta = torch.distributions.Beta(alpha, alpha)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        i = int(i) % len(self)
+        fake = self.load(i)
+        real = decode_png(self._reader().get(self.orig_shards[i], self.orig_keys[i]))
+        if real.ndim == 2:
+            real = np.repeat(real[..., None], 3, axis=2)
+        if self.transform is not None:
+            self._reseed_in_worker()
+            out = self.transform(image=fake, image2=real)
+            fake, real = out["image"], out["image2"]
+        t = float(self.beta.sample())
+        mixed = (1 - t) * np.asarray(real, np.float32) + t * np.asarray(fake, np.float32)  # (H, W, 3)
+        x = (mixed / 255.0 - self.mean) / self.std
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))), torch.tensor(t, dtype=torch.float32), i

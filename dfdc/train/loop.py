@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from dfdc.config import ModelParams
 from dfdc.data.augment import train_transforms, val_transforms
-from dfdc.data.dataset import CropDataset, balanced_indices
+from dfdc.data.dataset import AlignedMixupDataset, CropDataset, aligned_pairs, balanced_indices
 from dfdc.evaluate import binary_metrics
 from dfdc.device import pick_device
 from dfdc.inference.predict import predict_frames
@@ -55,8 +55,9 @@ def make_optimizer(model: torch.nn.Module, p: ModelParams) -> torch.optim.Optimi
 def make_schedule(opt: torch.optim.Optimizer, p: ModelParams, total_steps: int):
     """Per-step schedule: one-cycle, poly (power 0.9) or constant."""
     total_steps = max(1, total_steps)
-    if p.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p.lr, total_steps=total_steps, pct_start=0.2)
+    if p.schedule == "onecycle" and total_steps >= 4:  # shorter runs cannot hold a warm-up phase
+        pct = max(0.2, 2 / total_steps)  # at least two warm-up steps
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p.lr, total_steps=total_steps, pct_start=pct)
     if p.schedule == "poly":
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / total_steps) ** 0.9)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
@@ -107,12 +108,24 @@ def train_model(
     model = create_model(p.arch, drop_rate=p.drop_rate, drop_path_rate=p.drop_path_rate, pretrained=p.pretrained)
     model.to(dev)
     mean, std = model.spec.mean, model.spec.std
-    train_ds = CropDataset(train_table, crops_dir, train_transforms(p.input_size, seed=p.seed,
-                                                                     **dataclasses.asdict(p.augment)), mean, std)
+    augment = train_transforms(p.input_size, seed=p.seed, paired=p.aligned_mixup, **dataclasses.asdict(p.augment))
+    if p.aligned_mixup:
+        pairs = aligned_pairs(train_table)
+        if len(pairs) == 0:
+            raise ValueError("aligned_mixup: no fake crop has its original's crop in the training folds")
+        train_ds = AlignedMixupDataset(pairs, crops_dir, augment, mean, std)
+    else:
+        train_ds = CropDataset(train_table, crops_dir, augment, mean, std)
     val_ds = CropDataset(val_table, crops_dir, val_transforms(p.input_size), mean, std)
     val_loader = _loader(val_ds, p.batch_size * 2, p.workers)
     labels = train_table["label"].to_numpy()
-    steps_per_epoch = math.ceil(len(balanced_indices(labels, np.random.default_rng(0))) / p.batch_size)
+
+    def epoch_indices() -> np.ndarray:
+        """Aligned pairs in a new order, or real and fake crops balanced."""
+        return rng.permutation(len(train_ds)) if p.aligned_mixup else balanced_indices(labels, rng)
+
+    steps_per_epoch = math.ceil((len(train_ds) if p.aligned_mixup else
+                                 len(balanced_indices(labels, np.random.default_rng(0)))) / p.batch_size)
 
     opt = make_optimizer(model, p)
     sched = make_schedule(opt, p, steps_per_epoch * p.epochs)
@@ -140,7 +153,7 @@ def train_model(
         _log(live, row)
     for epoch in range(start, p.epochs):
         model.train()
-        loader = _loader(train_ds, p.batch_size, p.workers, indices=balanced_indices(labels, rng))
+        loader = _loader(train_ds, p.batch_size, p.workers, indices=epoch_indices())
         losses = []
         bar = tqdm(loader, desc=f"{name} epoch {epoch + 1}/{p.epochs}", unit="batch", disable=not progress)
         for step, (x, y, _) in enumerate(bar):

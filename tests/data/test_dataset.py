@@ -117,3 +117,40 @@ def test_balanced_indices_errors():
         balanced_indices(np.array([0, 1]), np.random.default_rng(0), per_class=0)
     with pytest.raises(ValueError, match="0 \\(real\\) or 1"):
         balanced_indices(np.array([0, 1, 2]), np.random.default_rng(0))
+
+
+def test_aligned_mixup_mixes_a_fake_with_its_original(tmp_path):
+    import pandas as pd
+    import torch
+
+    from dfdc.data.augment import train_transforms
+    from dfdc.data.dataset import AlignedMixupDataset, aligned_pairs
+    from dfdc.preprocess import crop_key
+    from dfdc.store import ShardWriter, encode_png
+
+    w = ShardWriter(tmp_path / "c", shard_size=2)
+    rows = []
+    for video, label, value in (("r.mp4", 0, 0), ("f.mp4", 1, 200), ("lonely.mp4", 1, 100)):
+        original = "r.mp4" if video != "lonely.mp4" else "gone.mp4"
+        key = crop_key(video, 5, 0)
+        shard = w.add(key, encode_png(np.full((20, 16, 3), value, np.uint8)))
+        rows.append({"key": key, "video": video, "original": original, "frame": 5, "track": 0,
+                     "label": label, "shard": shard})
+    w.close()
+    pairs = aligned_pairs(pd.DataFrame(rows))
+    assert pairs["video"].tolist() == ["f.mp4"] and pairs["orig_key"].iloc[0] == crop_key("r.mp4", 5, 0)
+
+    torch.manual_seed(0)
+    ds = AlignedMixupDataset(pairs, tmp_path / "c", None, mean=(0, 0, 0), std=(1, 1, 1))
+    ts = []
+    for _ in range(200):
+        x, t, _ = ds[0]
+        assert torch.allclose(x, torch.full_like(x, t.item() * 200 / 255), atol=1e-5)  # (1-t)*0 + t*200
+        ts.append(t.item())
+    ts = np.array(ts)
+    assert 0 <= ts.min() and ts.max() <= 1 and abs(ts.mean() - 0.5) < 0.08
+    assert ((ts < 0.1) | (ts > 0.9)).mean() > 0.3  # Beta(0.5, 0.5) piles up near 0 and 1
+
+    paired = AlignedMixupDataset(pairs, tmp_path / "c", train_transforms(12, seed=0, paired=True), (0, 0, 0), (1, 1, 1))
+    x, t, _ = paired[0]
+    assert x.shape == (3, 12, 12)

@@ -123,3 +123,23 @@ def test_sgd_poly_recipe_steps(tiny_prep, tmp_path):
         opt.step()
         sched.step()
     assert lrs[0] == pytest.approx(0.01) and lrs[5] == pytest.approx(0.01 * 0.5**0.9)
+
+
+def test_aligned_mixup_training_runs(tiny_prep, tmp_path):
+    p = tiny_params(epochs=1, aligned_mixup=True)
+    result = loop.train_model("mix", p, tiny_prep["crops"], tiny_prep["folds"], tiny_prep["crops_dir"],
+                              tmp_path / "mix", progress=False)
+    train, _ = loop.split_by_fold(tiny_prep["crops"], tiny_prep["folds"], 0)
+    assert np.isfinite(result["history"][0]["train_loss"])
+    assert result["train_crops"] == len(train)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 5, 6, 10])
+def test_onecycle_works_for_any_number_of_steps(steps):
+    p = tiny_params(schedule="onecycle", lr=0.01)
+    opt = loop.make_optimizer(torch.nn.Linear(2, 1), p)
+    sched = loop.make_schedule(opt, p, total_steps=steps)
+    for _ in range(steps):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] <= 0.01
