@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# dvc.yaml's stage commands call `python`: make it the venv's
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: demo test clean-venv
 
