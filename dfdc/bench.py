@@ -84,16 +84,12 @@ def bench_preprocess(root: str | Path, every: int = 10, margin: float = 0.3, wor
 
 
 def _crop_pairs(crops: pd.DataFrame, crops_dir: Path) -> list[tuple[np.ndarray, np.ndarray]]:
-    from dfdc.preprocess import crop_key
+    from dfdc.data.dataset import aligned_pairs
     from dfdc.store import ShardReader, decode_png
 
-    where = dict(zip(crops["key"], crops["shard"]))
     reader = ShardReader(crops_dir)
-    pairs = []
-    for f in crops[crops["label"] == 1].itertuples():
-        okey = crop_key(f.original, f.frame, f.track)
-        if okey in where:
-            pairs.append((decode_png(reader.get(where[okey], okey)), decode_png(reader.get(f.shard, f.key))))
+    pairs = [(decode_png(reader.get(r.orig_shard, r.orig_key)), decode_png(reader.get(r.shard, r.key)))
+             for r in aligned_pairs(crops).itertuples()]
     reader.close()
     return pairs
 

@@ -76,13 +76,11 @@ class ShardWriter:
         self.shard_size = shard_size
         self._items: dict[str, np.ndarray] = {}
         self._n = 0
-        self.locations: dict[str, str] = {}
 
     def add(self, key: str, array: np.ndarray) -> str:
         """Queue ``array`` under ``key``; returns the shard file name it will land in."""
         name = f"shard_{self._n:05d}.npz"
         self._items[key] = array
-        self.locations[key] = name
         if len(self._items) >= self.shard_size:
             self.flush()
         return name

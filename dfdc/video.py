@@ -109,19 +109,6 @@ def read_frames(path: str | Path, indices: Sequence[int] | None = None) -> tuple
     return out, i
 
 
-def iter_frames(path: str | Path) -> Iterable[np.ndarray]:
-    """Yield every frame of a video as RGB."""
-    cap = _open(path)
-    try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-    finally:
-        cap.release()
-
-
 def sample_indices(frames: int, every: int | None = None, count: int | None = None) -> list[int]:
     """Every ``every``-th frame, or ``count`` frames spread evenly over the video."""
     if frames <= 0:

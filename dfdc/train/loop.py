@@ -63,9 +63,9 @@ def make_schedule(opt: torch.optim.Optimizer, p: ModelParams, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
 
 
-def _loader(ds, batch_size: int, workers: int, indices=None, shuffle=False) -> DataLoader:
+def _loader(ds, batch_size: int, workers: int, indices=None) -> DataLoader:
     sampler = list(indices) if indices is not None else None
-    return DataLoader(ds, batch_size=batch_size, sampler=sampler, shuffle=shuffle and sampler is None,
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler,
                       num_workers=workers, drop_last=False, persistent_workers=False)
 
 
