@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from dfdc.masks import bench_masks, diff_mask, diff_mask_reference, ssim_map
+from dfdc.masks import _grey_row, bench_masks, diff_mask, diff_mask_reference, ssim_map
 
 FFPP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ffpp"
 REAL = FFPP / "original_sequences" / "youtube" / "c23" / "videos" / "519.mp4"
@@ -69,7 +69,7 @@ def _random_pair(shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, np.ndar
 
 @pytest.mark.parametrize(
     ("shape", "win_size"),
-    [((37, 53, 3), 7), ((37, 53), 7), ((41, 29, 1), 7), ((37, 53, 3), 3), ((37, 53, 3), 13)],
+    [((37, 53, 3), 7), ((37, 53), 7), ((41, 29, 1), 7), ((7, 7, 3), 7), ((37, 53, 3), 3), ((37, 53, 3), 13)],
 )
 def test_ssim_map_matches_skimage(shape: tuple[int, ...], win_size: int) -> None:
     a, b = _random_pair(shape, seed=sum(shape) + win_size)
@@ -80,8 +80,17 @@ def test_ssim_map_matches_skimage(shape: tuple[int, ...], win_size: int) -> None
     ours = ssim_map(a, b, win_size=win_size)
     assert ours.shape == shape
     assert ours.dtype == np.float32
-    assert np.abs(ours - ref).max() <= 1e-3
+    assert np.abs(ours - ref).max() <= 1e-6
     assert ref.min() < 0.2 and ref.max() > 0.99  # the pair spans a wide range of SSIM
+
+
+def test_ssim_map_largest_window_does_not_overflow() -> None:
+    """Window sums of x^2 + y^2 reach 127^2 * 2 * 255^2, just under 2^31, on white images."""
+    white = np.full((130, 127, 3), 255, np.uint8)
+    a, b = _random_pair(white.shape, seed=9)
+    for x, y in [(white, white), (white, a), (a, b)]:
+        _, ref = structural_similarity(x, y, win_size=127, channel_axis=-1, data_range=255, full=True)
+        assert np.abs(ssim_map(x, y, win_size=127) - ref).max() <= 1e-6
 
 
 def test_diff_mask_matches_reference_on_real_crops(face_pairs) -> None:
@@ -91,6 +100,7 @@ def test_diff_mask_matches_reference_on_real_crops(face_pairs) -> None:
         assert ours.shape == real.shape[:2]
         assert ours.dtype == np.uint8
         assert int(np.abs(ours.astype(np.int16) - ref).max()) <= 2
+        assert (ours != ref).mean() < 1e-3  # off-by-one truncations are rare
 
 
 def test_fake_mask_lights_up_the_face(face_pairs) -> None:
@@ -112,6 +122,47 @@ def test_diff_mask_greyscale_and_clipping() -> None:
     inverted = diff_mask(a3, 255 - a3)
     assert np.abs(inverted.astype(np.int16) - diff_mask_reference(a3, 255 - a3)).max() <= 2
     assert (inverted >= 250).mean() > 0.9
+
+
+def _assert_matches_reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    ours = diff_mask(a, b)
+    ref = diff_mask_reference(a, b)
+    assert ours.shape == a.shape[:2] and ours.dtype == np.uint8
+    assert int(np.abs(ours.astype(np.int16) - ref).max()) <= 2
+    return ours
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(7, 7, 3), (7, 7), (7, 7, 1), (7, 30, 3), (30, 7, 3), (8, 9, 3), (13, 11), (31, 17, 3), (64, 48, 3)],
+)
+def test_diff_mask_matches_reference_on_small_and_odd_sizes(shape: tuple[int, ...]) -> None:
+    a, b = _random_pair(shape, seed=sum(shape))
+    _assert_matches_reference(a, b)
+    assert not diff_mask(a, a).any()
+
+
+def test_diff_mask_edge_inputs() -> None:
+    rng = np.random.default_rng(5)
+    black, white = np.zeros((9, 12, 3), np.uint8), np.full((9, 12, 3), 255, np.uint8)
+    for a, b in [(black, black), (white, white), (black, white), (white, black)]:
+        _assert_matches_reference(a, b)
+    assert not diff_mask(white, white).any()
+    frame = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    other = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    # Views that are not C-contiguous: a crop of a frame, a channel-reversed (BGR) view.
+    _assert_matches_reference(frame[5:45, 10:60], other[5:45, 10:60])
+    _assert_matches_reference(frame[..., ::-1], other[..., ::-1])
+    assert not diff_mask(frame[5:45, 10:60], frame[5:45, 10:60].copy()).any()
+
+
+def test_grey_row_is_cv2_rgb2gray() -> None:
+    """The fused grey conversion equals cv2.cvtColor(RGB2GRAY) on every RGB triple."""
+    v = np.arange(1 << 24, dtype=np.uint32)
+    rgb = np.stack([v >> 16, (v >> 8) & 255, v & 255], axis=-1).astype(np.uint8)  # (2^24, 3)
+    ours = np.empty(len(rgb), np.uint8)
+    _grey_row(rgb.reshape(-1), 3, ours)
+    np.testing.assert_array_equal(ours, cv2.cvtColor(rgb[None], cv2.COLOR_RGB2GRAY)[0])
 
 
 def test_shape_mismatch_raises() -> None:
