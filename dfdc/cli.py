@@ -69,8 +69,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if args.what == "preprocess":
             rows.append(bench_preprocess(root, every=args.every, workers=args.workers))
         else:
-            rows.append(bench_predict(root, checkpoints, frames=args.frames, workers=args.workers,
-                                      device=args.device))
+            rows.append(bench_predict(root, checkpoints, frames=args.frames, detect_every=args.detect_every,
+                                      tta=args.tta, workers=args.workers, device=args.device))
     print(format_table(rows) if args.what == "preprocess" else format_predict_table(rows))
     return 0
 
@@ -105,8 +105,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     models = load_ensemble(checkpoints, device)
     detector = FaceDetector(device=str(device))
-    results = predict_videos(files, models, detector, frames=args.frames, strategy=args.strategy, tta=args.tta,
-                             workers=args.workers, device=device, thumbs=args.report is not None)
+    results = predict_videos(files, models, detector, frames=args.frames, detect_every=args.detect_every,
+                             strategy=args.strategy, tta=args.tta, workers=args.workers, device=device,
+                             thumbs=args.report is not None)
     write_submission(results, args.out)
     if args.report:
         for r in results:
@@ -141,10 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", help="model names under --models-dir or checkpoint files (default: all)")
     p.add_argument("--models-dir", default="models")
     p.add_argument("--frames", type=_positive, default=32, help="frames sampled evenly per video (default 32)")
+    p.add_argument("--detect-every", type=_positive, default=10, metavar="N",
+                   help="run the face detector on the first and last sampled frames and about one every N video "
+                        "frames between, and carry the face tracks to the other sampled frames (default 10; "
+                        "1: detect on every sampled frame)")
     p.add_argument("--strategy", choices=["mean", "confident", "weighted"], default="confident")
     p.add_argument("--no-tta", dest="tta", action="store_false", help="skip the horizontal-flip average")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--workers", type=int, default=2, help="decoding threads running ahead")
+    p.add_argument("--workers", type=int, default=2, help="videos scored at once, one thread each (default 2)")
     p.add_argument("--report", metavar="DIR", help="write a JSON and a PNG per video here")
     p.set_defaults(func=_cmd_predict)
 
@@ -156,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", help="predict: model names or checkpoint files (default: first one)")
     p.add_argument("--models-dir", default="models")
     p.add_argument("--frames", type=_positive, default=32, help="predict: frames per video")
+    p.add_argument("--detect-every", type=_positive, default=10, metavar="N",
+                   help="predict: detect about every N video frames (1: every sampled frame)")
+    p.add_argument("--no-tta", dest="tta", action="store_false", help="predict: skip the horizontal-flip average")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_bench)
 

@@ -85,3 +85,45 @@ def test_predict_errors(tmp_path, tiny_checkpoint, capsys):
     with pytest.raises(SystemExit) as e:
         main(["predict", str(empty), "--frames", "0"])
     assert e.value.code == 2
+
+
+def test_sparse_detection_carries_faces_to_every_sampled_frame(videos_dir, tiny_checkpoint, tmp_path):
+    rep = tmp_path / "report"
+    assert main(["predict", str(videos_dir), "-o", str(tmp_path / "s.csv"), "--models", str(tiny_checkpoint),
+                 "--frames", "8", "--detect-every", "10", "--report", str(rep), "--device", "cpu"]) == 0
+    good = json.loads((rep / "portrait.mp4.json").read_text())
+    detected = {f["frame"] for f in good["faces"] if f["detected"]}
+    carried = {f["frame"] for f in good["faces"] if not f["detected"]}
+    assert detected and carried and not detected & carried
+    assert detected | carried == set(good["frames"])  # one face, carried to every sampled frame
+    assert good["frames"][0] in detected and good["frames"][-1] in detected
+    dense = tmp_path / "dense"
+    assert main(["predict", str(videos_dir), "-o", str(tmp_path / "d.csv"), "--models", str(tiny_checkpoint),
+                 "--frames", "8", "--detect-every", "1", "--report", str(dense), "--device", "cpu"]) == 0
+    faces = json.loads((dense / "portrait.mp4.json").read_text())["faces"]
+    assert faces and all(f["detected"] for f in faces)
+    assert _rows(tmp_path / "d.csv")["noface.mp4"] == 0.5
+
+
+def test_threads_and_batched_flip_do_not_change_scores(videos_dir, tiny_checkpoint, detector):
+    import torch
+
+    from dfdc.inference.video import _classify, load_ensemble, predict_videos
+
+    files = sorted(p for p in videos_dir.iterdir() if p.suffix == ".mp4")
+    models = load_ensemble([tiny_checkpoint], torch.device("cpu"))
+    threads = torch.get_num_threads()
+    one = predict_videos(files, models, detector, frames=6, workers=0, progress=False)
+    two = predict_videos(files, models, detector, frames=6, workers=2, progress=False)
+    assert [r.prob for r in one] == [r.prob for r in two] and [r.reason for r in one] == [r.reason for r in two]
+    assert torch.get_num_threads() == threads  # the per-worker thread count is restored
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 255, (int(rng.integers(20, 60)), int(rng.integers(20, 60)), 3), dtype=np.uint8)
+             for _ in range(5)]
+    m = models[0]
+    with torch.inference_mode():  # the flip TTA as two separate passes, as before
+        x = torch.from_numpy(((np.stack([m.transform(image=c)["image"] for c in crops]).astype(np.float32) / 255
+                               - m.mean) / m.std).transpose(0, 3, 1, 2))
+        expected = torch.sigmoid((m.model(x) + m.model(torch.flip(x, dims=[3]))) / 2).numpy()
+    got = _classify(models, crops, torch.device("cpu"), tta=True, batch_size=2)[m.name]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
