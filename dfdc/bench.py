@@ -33,6 +33,11 @@ def _timed(fn, *args, **kw):
     return out, time.perf_counter() - t0
 
 
+def _decode_all(files: list[Path]) -> None:
+    for p in files:
+        read_frames(p)  # every frame decoded and converted, then dropped: no video is held in memory
+
+
 def _baseline(index: pd.DataFrame, every: int, margin: float) -> tuple[dict[tuple[str, int], np.ndarray], float]:
     """1st-place style: MTCNN on all frames at half size, batch 32; crops from every ``every``-th frame."""
     det = FaceDetector(device="cpu", scale=0.5, batch_size=32, min_face_size=40)  # MTCNN default 20 px at half size
@@ -57,7 +62,7 @@ def bench_preprocess(root: str | Path, every: int = 10, margin: float = 0.3, wor
     index = build_index(root, progress=False)
     index = index[index["ok"] & index["label"].isin([0, 1])]
     n = len(index)
-    _, floor = _timed(lambda: [read_frames(p) for p in index["path"]])
+    _, floor = _timed(_decode_all, list(index["path"]))
     base_boxes, base = _baseline(index, every, margin)
     det = FaceDetector(device="cpu")
     (faces, _), t_detect = _timed(detect_videos, index, det, every=every, workers=workers, progress=False)
@@ -92,11 +97,6 @@ def _crop_pairs(crops: pd.DataFrame, crops_dir: Path) -> list[tuple[np.ndarray, 
              for r in aligned_pairs(crops).itertuples()]
     reader.close()
     return pairs
-
-
-def _decode_all(files: list[Path]) -> None:
-    for p in files:
-        read_frames(p)  # every frame decoded and converted, then dropped: no video is held in memory
 
 
 def bench_predict(root: str | Path, checkpoints: list[Path], frames: int = 32, detect_every: int = 10,

@@ -1,0 +1,24 @@
+"""The benchmark functions on the tiny sample: every column filled, plausible values, readable tables."""
+import math
+
+from dfdc.bench import bench_predict, bench_preprocess, format_predict_table, format_table
+
+
+def test_bench_preprocess_on_the_tiny_sample(tiny_sample):
+    row = bench_preprocess(tiny_sample, every=5, workers=1)
+    assert row["videos"] == 12 and row["reals"] == 4
+    for key in ("decode_floor_s", "baseline_s", "detect_s", "crops_s", "diff_ours_ms", "diff_skimage_ms"):
+        assert row[key] > 0, key
+    assert math.isclose(row["ours_s"], row["detect_s"] + row["crops_s"])
+    assert 0 < row["iou_mean"] <= 1 and row["diff_max_abs"] <= 2
+    table = format_table([row]).splitlines()
+    assert len(table) == 3 and table[2].startswith("| sample | 12 (4 real) |")
+
+
+def test_bench_predict_on_the_tiny_sample(tiny_sample, tiny_checkpoint):
+    row = bench_predict(tiny_sample, [tiny_checkpoint], frames=8, tta=False, workers=1)
+    assert row["videos"] == 12 and 0 < row["scored"] <= 12
+    assert row["floor_s"] > 0 and row["total_s"] > 0 and row["classify_s"] > 0
+    assert math.isclose(row["ratio_to_floor"], row["total_s"] / row["floor_s"])
+    table = format_predict_table([row]).splitlines()
+    assert len(table) == 3 and "| 1 x 8 | 10 | none |" in table[2]
