@@ -61,6 +61,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if not roots:
         raise FileNotFoundError("no dataset to benchmark: pass a root (e.g. data/sample after `dvc repro`)")
     checkpoints = resolve_models(args.models, args.models_dir) if args.what == "predict" else []
+    scoring_defaults(args)
     if args.what == "predict" and not args.models:
         checkpoints = checkpoints[:1]  # one small model, as the goal is stated
     rows = []
@@ -73,6 +74,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                                       tta=args.tta, workers=args.workers, device=args.device))
     print(format_table(rows) if args.what == "preprocess" else format_predict_table(rows))
     return 0
+
+
+def scoring_defaults(args: argparse.Namespace) -> None:
+    """Fill ``--strategy`` and ``--tta`` left unset from the params file's `predict` section (how `evaluate` scored)."""
+    from dfdc.config import PredictParams, load_section
+
+    p = load_section(args.params, "predict") if Path(args.params).is_file() else PredictParams()
+    if getattr(args, "strategy", "") is None:
+        args.strategy = p.strategy
+    if args.tta is None:
+        args.tta = p.tta
 
 
 def resolve_models(names: list[str] | None, models_dir: str | Path = "models") -> list[Path]:
@@ -101,6 +113,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     files = list_inputs(args.videos_dir)
     checkpoints = resolve_models(args.models, args.models_dir)
+    scoring_defaults(args)
     device = pick_device(args.device)
     t0 = time.perf_counter()
     models = load_ensemble(checkpoints, device)
@@ -115,8 +128,20 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     dt = time.perf_counter() - t0
     fallback = sum(1 for r in results if r.reason)
     print(f"predict: {len(results)} files in {dt:.1f} s ({len(results) / dt:.2f} videos/s) with "
-          f"{len(models)} model(s) on {device}; {fallback} scored 0.5 (unreadable or no face) -> {args.out}")
+          f"{len(models)} model(s) on {device}, strategy {args.strategy}, tta {args.tta}; {fallback} scored 0.5 "
+          f"(unreadable or no face) -> {args.out}")
     return 0
+
+
+def _scoring_flags(p: argparse.ArgumentParser, strategy: bool = True) -> None:
+    if strategy:
+        p.add_argument("--strategy", choices=["mean", "confident", "weighted"],
+                       help="how frame scores make a video score (default: predict.strategy in --params)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction,
+                   help="average each crop with its horizontal flip (default: predict.tta in --params)")
+    p.add_argument("--params", default="params.yaml",
+                   help="params file whose `predict` section gives the defaults above (default params.yaml; "
+                        "when absent: confident, no TTA)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,8 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the face detector on the first and last sampled frames and about one every N video "
                         "frames between, and carry the face tracks to the other sampled frames (default 10; "
                         "1: detect on every sampled frame)")
-    p.add_argument("--strategy", choices=["mean", "confident", "weighted"], default="confident")
-    p.add_argument("--no-tta", dest="tta", action="store_false", help="skip the horizontal-flip average")
+    _scoring_flags(p)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--workers", type=int, default=2, help="videos scored at once, one thread each (default 2)")
     p.add_argument("--report", metavar="DIR", help="write a JSON and a PNG per video here")
@@ -163,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=_positive, default=32, help="predict: frames per video")
     p.add_argument("--detect-every", type=_positive, default=10, metavar="N",
                    help="predict: detect about every N video frames (1: every sampled frame)")
-    p.add_argument("--no-tta", dest="tta", action="store_false", help="predict: skip the horizontal-flip average")
+    _scoring_flags(p, strategy=False)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_bench)
 

@@ -289,7 +289,7 @@ class PredictParams:
     """Holdout scoring with each trained model."""
 
     strategy: Literal["mean", "confident", "weighted"] = "confident"
-    tta: bool = True
+    tta: bool = False
     batch_size: int = rng(ge=1, default=32)
     device: str = "auto"
 

@@ -54,7 +54,7 @@ def score_crops(
     input_size: int,
     batch_size: int = 32,
     device: torch.device | str = "cpu",
-    tta: bool = True,
+    tta: bool = False,
 ) -> np.ndarray:
     """P(fake) per crop row of ``table`` (model input size and normalisation from ``model.spec``)."""
     if len(table) == 0:

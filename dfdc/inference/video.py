@@ -45,12 +45,30 @@ def load_ensemble(checkpoints: Sequence[str | Path], device: torch.device) -> li
     out = []
     for path in checkpoints:
         model, ckpt = load_checkpoint(path, device=str(device))
+        spec = model.spec
+        if device.type == "cpu":
+            model = fold_batch_norms(model)
         model = model.to(memory_format=torch.channels_last)  # crops arrive channels-last: a little faster, same scores
         size = int(ckpt["params"]["input_size"])
         out.append(LoadedModel(ckpt.get("name", Path(path).parent.name), model, size,
-                               np.asarray(model.spec.mean, np.float32), np.asarray(model.spec.std, np.float32),
+                               np.asarray(spec.mean, np.float32), np.asarray(spec.std, np.float32),
                                val_transforms(size)))
     return out
+
+
+def fold_batch_norms(model: torch.nn.Module) -> torch.nn.Module:
+    """An eval-mode copy with each Conv2d -> BatchNorm2d pair folded into one convolution (torch.fx).
+
+    The same function up to float rounding, about 10% faster for a ResNet on a
+    CPU. Norms that timm fuses with their activation are left as they are, and
+    so is a model that torch.fx cannot trace.
+    """
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        return fuse(model.eval())
+    except Exception:  # noqa: BLE001 - an untraceable model still scores, unfolded
+        return model
 
 
 @dataclass
@@ -180,7 +198,7 @@ def predict_videos(
     frames: int = 32,
     detect_every: int = 10,
     strategy: str = "confident",
-    tta: bool = True,
+    tta: bool = False,
     margin: float = 0.3,
     clip: tuple[float, float] = (0.01, 0.99),
     batch_size: int = 64,

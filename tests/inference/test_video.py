@@ -87,6 +87,25 @@ def test_predict_errors(tmp_path, tiny_checkpoint, capsys):
     assert e.value.code == 2
 
 
+def test_scoring_defaults_follow_the_params_file(videos_dir, tiny_checkpoint, tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text("predict:\n  strategy: mean\n  tta: true\n")
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(videos_dir / "portrait.mp4", one / "portrait.mp4")
+    base = ["predict", str(one), "-o", str(tmp_path / "s.csv"), "--models", str(tiny_checkpoint), "--frames", "4",
+            "--device", "cpu"]
+    assert main(base + ["--params", str(params)]) == 0
+    assert "strategy mean, tta True" in capsys.readouterr().out
+    assert main(base + ["--params", str(params), "--no-tta", "--strategy", "weighted"]) == 0
+    assert "strategy weighted, tta False" in capsys.readouterr().out
+    assert main(base + ["--params", str(tmp_path / "absent.yaml")]) == 0
+    assert "strategy confident, tta False" in capsys.readouterr().out
+    params.write_text("predict:\n  tta: maybe\n")
+    assert main(base + ["--params", str(params)]) == 2
+    assert "predict.tta" in capsys.readouterr().err
+
+
 def test_sparse_detection_carries_faces_to_every_sampled_frame(videos_dir, tiny_checkpoint, tmp_path):
     rep = tmp_path / "report"
     assert main(["predict", str(videos_dir), "-o", str(tmp_path / "s.csv"), "--models", str(tiny_checkpoint),
@@ -127,3 +146,42 @@ def test_threads_and_batched_flip_do_not_change_scores(videos_dir, tiny_checkpoi
         expected = torch.sigmoid((m.model(x) + m.model(torch.flip(x, dims=[3]))) / 2).numpy()
     got = _classify(models, crops, torch.device("cpu"), tta=True, batch_size=2)[m.name]
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "regnetx_002"])
+def test_fold_batch_norms_keeps_the_function(arch):
+    import torch
+
+    from dfdc.inference.video import fold_batch_norms
+    from dfdc.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(arch)
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # non-trivial statistics
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    x = torch.randn(4, 3, 64, 64)
+    with torch.inference_mode():
+        want = model(x)
+        got = fold_batch_norms(model)(x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    if arch == "resnet18":  # plain Conv2d -> BatchNorm2d pairs are folded away
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fold_batch_norms(model).modules())
+
+
+def test_fold_batch_norms_leaves_untraceable_models():
+    import torch
+
+    from dfdc.inference.video import fold_batch_norms
+
+    class Branchy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.bn(self.conv(x)) if x.sum() > 0 else x  # data-dependent: fx cannot trace it
+
+    model = Branchy().eval()
+    assert fold_batch_norms(model) is model
