@@ -169,6 +169,7 @@ class SampleParams:
     fakes_per_real: int = rng(ge=0, default=2)
     seconds_min: float = rng(gt=0, default=2.0)
     seconds_max: float = rng(gt=0, default=3.0)
+    workers: int = rng(ge=0, default=2)
 
     def validate(self) -> None:
         if self.seconds_max < self.seconds_min:

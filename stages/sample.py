@@ -14,7 +14,7 @@ def main() -> None:
     args = ap.parse_args()
     p = load_section(args.params, "sample")
     s = make_sample(args.out, seed=p.seed, parts=p.parts, reals_per_part=p.reals_per_part,
-                    fakes_per_real=p.fakes_per_real, seconds=(p.seconds_min, p.seconds_max))
+                    fakes_per_real=p.fakes_per_real, seconds=(p.seconds_min, p.seconds_max), workers=p.workers)
     print(f"sample: {s.reals} real + {s.fakes} fake videos in {s.parts} parts, "
           f"{s.identities} identities, {s.frames} frames -> {args.out}")
 

@@ -21,4 +21,4 @@ def test_bench_predict_on_the_tiny_sample(tiny_sample, tiny_checkpoint):
     assert row["floor_s"] > 0 and row["total_s"] > 0 and row["classify_s"] > 0
     assert math.isclose(row["ratio_to_floor"], row["total_s"] / row["floor_s"])
     table = format_predict_table([row]).splitlines()
-    assert len(table) == 3 and "| 1 x 8 | 10 | none |" in table[2]
+    assert len(table) == 3 and "| tiny x 8 | 10 | none |" in table[2]  # the model by name

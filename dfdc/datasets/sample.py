@@ -278,6 +278,16 @@ class SampleSummary:
     frames: int
 
 
+def _write_scene(job: tuple[Path, Scene, list[tuple[str, FakeSpec]]]) -> int:
+    """Render and encode one real video and its fakes; returns the frames written."""
+    part_dir, scene, fakes = job
+    real = list(_render_real(scene))
+    write_video(part_dir / scene.name, (f for f, _ in real), scene.fps, crf=scene.crf)
+    for fake_name, spec in fakes:
+        write_video(part_dir / fake_name, _render_fake(real, scene, spec), scene.fps, crf=spec.crf)
+    return scene.frames * (1 + len(fakes))
+
+
 def make_sample(
     out: str | Path,
     seed: int = 0,
@@ -288,13 +298,18 @@ def make_sample(
     two_face_every: int = 4,
     detector=None,
     progress: bool = True,
+    workers: int = 2,
 ) -> SampleSummary:
     """Write ``out/dfdc_train_part_K/{*.mp4, metadata.json}`` deterministically for ``seed``.
 
     Every ``two_face_every``-th real video holds two faces. ``detector`` is a
     :class:`dfdc.faces.detector.FaceDetector` (built on the CPU when None),
-    used once per photograph to find its landmarks.
+    used once per photograph to find its landmarks. Every random choice is
+    drawn first, in order; then ``workers`` threads render and encode the
+    scenes, so the files do not depend on ``workers``.
     """
+    from dfdc.preprocess import prefetch_map
+
     if detector is None:
         from dfdc.faces.detector import FaceDetector
 
@@ -306,10 +321,9 @@ def make_sample(
     rng = np.random.default_rng(seed)
     used: set[str] = set()
     n_real = parts * reals_per_part
-    total = n_real * (1 + fakes_per_real)
-    bar = tqdm(total=total, desc="sample", unit="video", disable=not progress)
     frames_written = 0
     with atomic_path(out, is_dir=True) as tmp:
+        jobs, metas = [], []
         for p in range(parts):
             part_dir = tmp / f"dfdc_train_part_{p}"
             part_dir.mkdir(parents=True)
@@ -325,11 +339,8 @@ def make_sample(
                         cast[1] = idents[(k + 1) % len(idents)]
                 name = _name(rng, used)
                 scene = _scene(rng, name, cast, backgrounds, width, height, rng.uniform(*seconds))
-                real = list(_render_real(scene))
-                write_video(part_dir / name, (f for f, _ in real), scene.fps, crf=scene.crf)
                 meta[name] = {"label": "REAL", "split": "train"}
-                frames_written += scene.frames
-                bar.update(1)
+                fakes = []
                 for j in range(fakes_per_real):
                     others = [i for i in idents if all(i is not c for c in cast)]
                     spec = FakeSpec(
@@ -342,10 +353,15 @@ def make_sample(
                         crf=int(np.clip(scene.crf + rng.integers(-2, 3), 15, 35)),
                     )
                     fake_name = _name(rng, used)
-                    write_video(part_dir / fake_name, _render_fake(real, scene, spec), scene.fps, crf=spec.crf)
+                    fakes.append((fake_name, spec))
                     meta[fake_name] = {"label": "FAKE", "split": "train", "original": name}
-                    frames_written += scene.frames
-                    bar.update(1)
+                jobs.append((part_dir, scene, fakes))
+            metas.append((part_dir, meta))
+        bar = tqdm(total=n_real * (1 + fakes_per_real), desc="sample", unit="video", disable=not progress)
+        for (_, _, fakes), frames in zip(jobs, prefetch_map(_write_scene, jobs, workers, ahead=1)):
+            frames_written += frames
+            bar.update(1 + len(fakes))
+        bar.close()
+        for part_dir, meta in metas:
             (part_dir / "metadata.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-    bar.close()
     return SampleSummary(parts, n_real, n_real * fakes_per_real, len(idents), frames_written)

@@ -95,3 +95,15 @@ def test_shipped_photographs_give_enough_identities(detector):
         h, w = ident.image.shape[:2]
         assert (ident.landmarks >= 0).all() and (ident.landmarks[:, 0] < w).all() and (ident.landmarks[:, 1] < h).all()
     assert any(h > w for w, h in RESOLUTIONS)
+
+
+def test_files_do_not_depend_on_workers(tiny_sample, detector, tmp_path):
+    from dfdc.datasets.sample import make_sample
+
+    again = make_sample(tmp_path / "s", seed=7, parts=2, reals_per_part=2, fakes_per_real=2, seconds=(1.0, 1.2),
+                        two_face_every=4, detector=detector, progress=False, workers=0)
+    assert again.reals == 4 and again.fakes == 8
+    first = {p.relative_to(tiny_sample): p.read_bytes() for p in sorted(tiny_sample.rglob("*")) if p.is_file()}
+    second = {p.relative_to(tmp_path / "s"): p.read_bytes() for p in sorted((tmp_path / "s").rglob("*")) if p.is_file()}
+    assert first.keys() == second.keys() and len(first) == 14  # 12 videos, 2 metadata.json
+    assert all(first[k] == second[k] for k in first)

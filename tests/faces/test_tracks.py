@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from dfdc.faces.detector import detector_scale
-from dfdc.faces.tracks import detect_subset, drop_short_tracks, interpolate_tracks, iou, link_tracks
+from dfdc.faces.tracks import detect_subset, drop_short_tracks, grow_boxes, interpolate_tracks, iou, link_tracks
 
 
 def test_iou_values():
@@ -136,3 +136,16 @@ def test_detect_subset_spacing():
     assert detect_subset([7], 10) == [7] and detect_subset([], 10) == []
     with pytest.raises(ValueError, match="every"):
         detect_subset([0, 1], 0)
+
+
+def test_fast_face_between_sparse_detections_stays_one_track():
+    # a 64 px face seen every 10th frame, moving 25-35 px between detections (plain IoU 0.2-0.3)
+    xs = [346, 344, 312, 277, 266, 293]
+    boxes = [np.array([[x, 145 + 3 * k, x + 64, 232 + 3 * k]]) for k, x in enumerate(xs)]
+    ids = link_tracks([0, 10, 20, 30, 40, 50], boxes)
+    assert len({int(i[0]) for i in ids}) == 1
+    assert drop_short_tracks(ids, 3) == {int(ids[0][0])}
+
+
+def test_grow_boxes():
+    np.testing.assert_allclose(grow_boxes(np.array([[10, 20, 30, 60]]), 2.0), [[0, 0, 40, 80]])
