@@ -63,9 +63,9 @@ def _baseline(index: pd.DataFrame, every: int, margin: float) -> tuple[dict[tupl
             chunk = order[start:start + 32]
             half = [cv2.resize(frames[i], None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA) for i in chunk]
             found, probs = mtcnn.detect(np.stack(half))
-            for i, b, p in zip(chunk, found, probs):
-                ok = np.zeros(0, bool) if b is None else np.asarray(p, np.float32) >= 0.9
-                boxes[(row.video, i)] = np.zeros((0, 4), np.float32) if b is None else b[ok].astype(np.float32) * 2
+            for i, b, p in zip(chunk, found, probs):  # b is None where MTCNN found nothing
+                b = np.zeros((0, 4)) if b is None else b[np.asarray(p, np.float32) >= 0.9]
+                boxes[(row.video, i)] = b.astype(np.float32) * 2
     for row in index.itertuples():
         source = row.original if row.label == 1 else row.video
         frames, _ = read_frames(row.path, sample_indices(int(row.frames), every=every))
@@ -136,8 +136,8 @@ def bench_predict(root: str | Path, checkpoints: list[Path], frames: int = 32, d
                             tta=tta, workers=workers, device=dev, progress=False)
     n = len(files)
     part = {k: sum(r.timings.get(k, 0.0) for r in results) / n for k in ("decode", "detect", "classify")}
-    return {"dataset": str(root), "videos": n, "models": " + ".join(m.name for m in models), "frames": frames, "detect_every": detect_every,
-            "tta": tta, "workers": workers,
+    return {"dataset": str(root), "videos": n, "models": " + ".join(m.name for m in models), "frames": frames,
+            "detect_every": detect_every, "tta": tta, "workers": workers,
             "floor_s": floor / n, "total_s": total / n, **{f"{k}_s": v for k, v in part.items()},
             "ratio_to_floor": total / floor, "scored": sum(1 for r in results if not r.reason)}
 

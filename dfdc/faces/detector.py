@@ -101,15 +101,21 @@ def area_resize(table: np.ndarray, image: np.ndarray, y0: np.ndarray, y1: np.nda
     return torch.from_numpy(out).permute(0, 3, 1, 2)
 
 
-def _refine(table: torch.Tensor, boxes: torch.Tensor, image_inds: torch.Tensor, net: nn.Module, size: int,
-            w: int, h: int) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
-    """Run R-Net or O-Net on the boxes' crops; boxes with an empty crop are dropped (returns boxes, inds, outputs)."""
+def _refine(table: np.ndarray, boxes: torch.Tensor, image_inds: torch.Tensor, net: nn.Module, size: int,
+            w: int, h: int) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...] | None]:
+    """Run R-Net or O-Net on the boxes' crops: (boxes, image indices, net outputs).
+
+    Boxes whose crop is empty (outside the image) are dropped; the outputs are
+    None when no box is left (the nets cannot take an empty batch).
+    """
     from facenet_pytorch.models.utils.detect_face import pad
 
     y, ey, x, ex = (v.astype(np.int64) for v in pad(boxes, w, h))
     ok = (ey > y - 1) & (ex > x - 1)
     keep = torch.from_numpy(ok).to(boxes.device)
     boxes, image_inds = boxes[keep], image_inds[keep]
+    if not ok.any():
+        return boxes, image_inds, None
     crops = area_resize(table, image_inds.cpu().numpy(), y[ok] - 1, ey[ok], x[ok] - 1, ex[ok], size, size)
     crops = (crops.to(boxes.device) - 127.5) * 0.0078125
     outs = [net(crops[i : i + 512]) for i in range(0, len(crops), 512)]
@@ -130,6 +136,7 @@ def mtcnn_cascade(imgs: np.ndarray, min_size: int, mtcnn, device: torch.device) 
 
     pnet, rnet, onet, thr, factor = mtcnn.pnet, mtcnn.rnet, mtcnn.onet, mtcnn.thresholds, mtcnn.factor
     n, h, w = imgs.shape[:3]
+    none = [(np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32)) for _ in range(n)]
     table = summed_area(imgs)
     zeros = np.zeros(n, np.int64)
     everything = np.arange(n), zeros, np.full(n, h), zeros, np.full(n, w)
@@ -146,32 +153,40 @@ def mtcnn_cascade(imgs: np.ndarray, min_size: int, mtcnn, device: torch.device) 
         keep = batched_nms(b[:, :4], b[:, 4], i, 0.5)
         boxes.append(b[keep])
         image_inds.append(i[keep])
+    if not scales:  # image smaller than the smallest face
+        return none
     boxes, image_inds = torch.cat(boxes), torch.cat(image_inds)
     keep = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
     boxes, image_inds = boxes[keep], image_inds[keep]
-    points = torch.zeros(0, 5, 2, device=device)
-    if len(boxes):
-        size = (boxes[:, 2:4] - boxes[:, 0:2])  # (K, 2): box width, height
-        boxes = rerec(torch.cat([boxes[:, :4] + boxes[:, 5:9] * size.repeat(1, 2), boxes[:, 4:5]], dim=1))
-        boxes, image_inds, (reg, prob) = _refine(table, boxes, image_inds, rnet, 24, w, h)
-        ok = prob[:, 1] > thr[1]
-        boxes = torch.cat([boxes[ok, :4], prob[ok, 1:2]], dim=1)
-        image_inds, reg = image_inds[ok], reg[ok]
-        keep = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
-        boxes = rerec(bbreg(boxes[keep], reg[keep]))
-        image_inds = image_inds[keep]
-        if len(boxes):
-            boxes, image_inds, (reg, marks, prob) = _refine(table, boxes, image_inds, onet, 48, w, h)
-            ok = prob[:, 1] > thr[2]
-            boxes = torch.cat([boxes[ok, :4], prob[ok, 1:2]], dim=1)
-            image_inds, reg, marks = image_inds[ok], reg[ok], marks[ok]
-            wh = boxes[:, 2:4] - boxes[:, 0:2] + 1  # (K, 2)
-            points = torch.stack([wh[:, None, 0] * marks[:, :5] + boxes[:, None, 0] - 1,
-                                  wh[:, None, 1] * marks[:, 5:] + boxes[:, None, 1] - 1], dim=2)  # (K, 5, 2)
-            boxes = bbreg(boxes, reg)
-            keep = batched_nms_numpy(boxes[:, :4], boxes[:, 4], image_inds, 0.7, "Min")
-            boxes, image_inds, points = boxes[keep], image_inds[keep], points[keep]
-    boxes, points, image_inds = boxes.cpu().numpy(), points.cpu().numpy(), image_inds.cpu().numpy()
+    if not len(boxes):
+        return none
+    size = (boxes[:, 2:4] - boxes[:, 0:2])  # (K, 2): box width, height
+    boxes = rerec(torch.cat([boxes[:, :4] + boxes[:, 5:9] * size.repeat(1, 2), boxes[:, 4:5]], dim=1))
+    boxes, image_inds, out = _refine(table, boxes, image_inds, rnet, 24, w, h)
+    if out is None:
+        return none
+    reg, prob = out
+    ok = prob[:, 1] > thr[1]
+    boxes = torch.cat([boxes[ok, :4], prob[ok, 1:2]], dim=1)
+    image_inds, reg = image_inds[ok], reg[ok]
+    keep = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
+    boxes = rerec(bbreg(boxes[keep], reg[keep]))
+    image_inds = image_inds[keep]
+    if not len(boxes):
+        return none
+    boxes, image_inds, out = _refine(table, boxes, image_inds, onet, 48, w, h)
+    if out is None:
+        return none
+    reg, marks, prob = out
+    ok = prob[:, 1] > thr[2]
+    boxes = torch.cat([boxes[ok, :4], prob[ok, 1:2]], dim=1)
+    image_inds, reg, marks = image_inds[ok], reg[ok], marks[ok]
+    wh = boxes[:, 2:4] - boxes[:, 0:2] + 1  # (K, 2)
+    points = torch.stack([wh[:, None, 0] * marks[:, :5] + boxes[:, None, 0] - 1,
+                          wh[:, None, 1] * marks[:, 5:] + boxes[:, None, 1] - 1], dim=2)  # (K, 5, 2)
+    boxes = bbreg(boxes, reg)
+    keep = batched_nms_numpy(boxes[:, :4], boxes[:, 4], image_inds, 0.7, "Min")
+    boxes, points, image_inds = (v[keep].cpu().numpy() for v in (boxes, points, image_inds))
     return [(boxes[image_inds == b], points[image_inds == b]) for b in range(n)]
 
 

@@ -58,3 +58,24 @@ def test_cascade_matches_facenet_detect_face(source, request):
     for wb, wp, (gb, gp) in zip(want_boxes, want_points, got):
         np.testing.assert_allclose(gb, np.asarray(wb, np.float32), atol=1e-3)
         np.testing.assert_allclose(gp, np.asarray(wp, np.float32), atol=1e-3)
+
+
+def test_cascade_without_candidates_finds_nothing(detector):
+    tiny = np.full((2, 20, 24, 3), 128, np.uint8)  # smaller than the smallest face: no pyramid level
+    blank = np.zeros((2, 120, 160, 3), np.uint8)
+    for batch in (tiny, blank):
+        with torch.inference_mode():
+            got = mtcnn_cascade(batch, 40, detector.mtcnn, torch.device("cpu"))
+        assert [(b.shape, p.shape) for b, p in got] == [((0, 5), (0, 5, 2))] * 2
+    assert [len(f) for f in detector.detect(list(np.zeros((3, 16, 16, 3), np.uint8)))] == [0, 0, 0]
+
+
+def test_refine_drops_boxes_outside_the_image(detector):
+    from dfdc.faces.detector import _refine
+
+    images = np.zeros((1, 60, 80, 3), np.uint8)
+    boxes = torch.tensor([[90.0, 70.0, 110.0, 90.0, 0.9]])  # entirely right of and below the image
+    with torch.inference_mode():
+        kept, inds, out = _refine(summed_area(images), boxes, torch.zeros(1, dtype=torch.int64),
+                                  detector.mtcnn.rnet, 24, 80, 60)
+    assert len(kept) == 0 and len(inds) == 0 and out is None
