@@ -19,12 +19,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dfdc.config.detect import DetectParams
 from dfdc.datasets.index import build_index
 from dfdc.faces.crops import crop_box, cut
 from dfdc.faces.detector import FaceDetector
 from dfdc.faces.tracks import iou
 from dfdc.masks import bench_masks
-from dfdc.preprocess import crop_videos, detect_videos
+from dfdc.preprocess.crops import crop_videos
+from dfdc.preprocess.detect import detect_videos
 from dfdc.store import encode_png
 from dfdc.video import read_frames, sample_indices
 
@@ -75,15 +77,21 @@ def _baseline(index: pd.DataFrame, every: int, margin: float) -> tuple[dict[tupl
     return boxes, time.perf_counter() - t0
 
 
-def bench_preprocess(root: str | Path, every: int = 10, margin: float = 0.3, workers: int = 2) -> dict:
-    """Seconds per video for the decode floor, the baseline and ours on one dataset root."""
+def bench_preprocess(root: str | Path, every: int = 10, margin: float = 0.3, detect: DetectParams | None = None,
+                     workers: int = 2) -> dict:
+    """Seconds per video for the decode floor, the baseline and ours on one dataset root.
+
+    Ours detects and links with the ``detect`` section's settings (default: its defaults) on the CPU.
+    """
+    detect = detect or DetectParams()
     index = build_index(root, progress=False)
     index = index[index["ok"] & index["label"].isin([0, 1])]
     n = len(index)
     floor = decode_floor(list(index["path"]))
     base_boxes, base = _baseline(index, every, margin)
-    det = FaceDetector(device="cpu")
-    (faces, _), t_detect = _timed(detect_videos, index, det, every=every, workers=workers, progress=False)
+    det = FaceDetector.from_params(detect, device="cpu")
+    (faces, _), t_detect = _timed(detect_videos, index, det, every=every, min_track=detect.min_track,
+                                  max_gap=detect.max_gap, min_iou=detect.min_iou, workers=workers, progress=False)
     with tempfile.TemporaryDirectory() as tmp:
         (crops, _), t_crops = _timed(crop_videos, index, faces, Path(tmp) / "c", margin=margin,
                                      workers=workers, progress=False)
@@ -107,7 +115,7 @@ def bench_preprocess(root: str | Path, every: int = 10, margin: float = 0.3, wor
 
 
 def _crop_pairs(crops: pd.DataFrame, crops_dir: Path) -> list[tuple[np.ndarray, np.ndarray]]:
-    from dfdc.data.dataset import aligned_pairs
+    from dfdc.data.sampling import aligned_pairs
     from dfdc.store import ShardReader, decode_png
 
     reader = ShardReader(crops_dir)
@@ -117,23 +125,24 @@ def _crop_pairs(crops: pd.DataFrame, crops_dir: Path) -> list[tuple[np.ndarray, 
     return pairs
 
 
-def bench_predict(root: str | Path, checkpoints: list[Path], frames: int = 32, detect_every: int = 10,
-                  tta: bool = False, workers: int = 2, device: str = "cpu") -> dict:
-    """`dfdc predict` seconds per video next to the decode floor.
+def bench_predict(root: str | Path, models: list, settings, frames: int = 32, detect_every: int = 10,
+                  workers: int = 2, device: torch.device | str = "cpu") -> dict:
+    """`dfdc predict` seconds per video next to the decode floor, with `dfdc predict`'s resolved ``settings``.
 
     The decode / detect / classify split is the time each video spent in each
     step within its worker thread; with ``workers`` videos in flight the three
     add up to about ``workers`` times the wall time per video.
     """
-    from dfdc.inference.video import load_ensemble, predict_videos
+    from dfdc.inference.video import predict_videos
 
     files = sorted(Path(root).rglob("*.mp4"))
     floor = decode_floor(files)
     dev = torch.device(device)
-    models = load_ensemble(checkpoints, dev)
-    det = FaceDetector(device=device)
+    det = FaceDetector(device=str(dev), **settings.detector)
+    tta = settings.tta
     results, total = _timed(predict_videos, files, models, det, frames=frames, detect_every=detect_every,
-                            tta=tta, workers=workers, device=dev, progress=False)
+                            strategy=settings.strategy, tta=tta, margins=settings.margins, link=settings.link,
+                            workers=workers, device=dev, progress=False)
     n = len(files)
     part = {k: sum(r.timings.get(k, 0.0) for r in results) / n for k in ("decode", "detect", "classify")}
     return {"dataset": str(root), "videos": n, "models": " + ".join(m.name for m in models), "frames": frames,

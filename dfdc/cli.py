@@ -60,31 +60,32 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     roots = args.roots or [r for r in ("data/sample", "../shared/data/ffpp") if Path(r).is_dir()]
     if not roots:
         raise FileNotFoundError("no dataset to benchmark: pass a root (e.g. data/sample after `dvc repro`)")
-    checkpoints = resolve_models(args.models, args.models_dir) if args.what == "predict" else []
-    scoring_defaults(args)
-    if args.what == "predict" and not args.models:
-        checkpoints = checkpoints[:1]  # one small model, as the goal is stated
     rows = []
+    if args.what == "preprocess":
+        detect, crops = _preprocess_sections(args.params)
+        every = args.every or detect.every
+        for root in roots:
+            print(f"bench preprocess: {root} ...", flush=True)
+            rows.append(bench_preprocess(root, every=every, margin=crops.margin, detect=detect,
+                                         workers=args.workers))
+        print(format_table(rows))
+        return 0
+    scoring = load_scoring(args, first_only=not args.models)
     for root in roots:
-        print(f"bench {args.what}: {root} ...", flush=True)
-        if args.what == "preprocess":
-            rows.append(bench_preprocess(root, every=args.every, workers=args.workers))
-        else:
-            rows.append(bench_predict(root, checkpoints, frames=args.frames, detect_every=args.detect_every,
-                                      tta=args.tta, workers=args.workers, device=args.device))
-    print(format_table(rows) if args.what == "preprocess" else format_predict_table(rows))
+        print(f"bench predict: {root} ...", flush=True)
+        rows.append(bench_predict(root, scoring.models, scoring.settings, frames=args.frames,
+                                  detect_every=args.detect_every, workers=args.workers, device=scoring.device))
+    print(format_predict_table(rows))
     return 0
 
 
-def scoring_defaults(args: argparse.Namespace) -> None:
-    """Fill ``--strategy`` and ``--tta`` left unset from the params file's `predict` section (how `evaluate` scored)."""
-    from dfdc.config import PredictParams, load_section
+def _preprocess_sections(params: str | Path):
+    from dfdc.config.crops import CropsParams
+    from dfdc.config.detect import DetectParams
 
-    p = load_section(args.params, "predict") if Path(args.params).is_file() else PredictParams()
-    if getattr(args, "strategy", "") is None:
-        args.strategy = p.strategy
-    if args.tta is None:
-        args.tta = p.tta
+    if Path(params).is_file():
+        return DetectParams.load(params), CropsParams.load(params)
+    return DetectParams(), CropsParams()
 
 
 def resolve_models(names: list[str] | None, models_dir: str | Path = "models") -> list[Path]:
@@ -104,22 +105,70 @@ def resolve_models(names: list[str] | None, models_dir: str | Path = "models") -
     return out
 
 
+class Scoring:
+    """The models, their weights and the resolved settings of one `dfdc predict` (or bench) run."""
+
+    def __init__(self, models, settings, device, source: str, notes: list[str]) -> None:
+        self.models, self.settings, self.device, self.source, self.notes = models, settings, device, source, notes
+
+
+def load_scoring(args: argparse.Namespace, first_only: bool = False) -> Scoring:
+    """Load the ensemble (``--models``, ``--ensemble`` or MODELS_DIR/ensemble.json) and resolve its settings."""
+    from dfdc.device import pick_device
+    from dfdc.inference.ensemble import ENSEMBLE_FILE, read_ensemble
+    from dfdc.inference.scorer import from_checkpoint
+    from dfdc.inference.settings import resolve
+
+    device = pick_device(args.device)
+    notes: list[str] = []
+    ensemble = None
+    ensemble_path = Path(args.ensemble) if args.ensemble else Path(args.models_dir) / ENSEMBLE_FILE
+    if args.models:
+        members = [(None, p, 1.0) for p in resolve_models(args.models, args.models_dir)]
+        source = "equal weights (--models)"
+    elif args.ensemble or ensemble_path.is_file():
+        ensemble = read_ensemble(ensemble_path)
+        members = [(m.name, m.checkpoint, m.weight) for m in ensemble.members]
+        source = f"the evaluated ensemble {ensemble_path} ({ensemble.method} weights)"
+        changed = ensemble.changed()
+        if changed:
+            notes.append(f"warning: {', '.join(changed)} changed since `evaluate` scored {ensemble_path}; "
+                         "run `dvc repro` to score the ensemble you ship")
+    else:
+        members = [(None, p, 1.0) for p in resolve_models(None, args.models_dir)]
+        source = f"equal weights (no {ensemble_path})"
+    if first_only:
+        members = members[:1]  # the bench's goal is stated for one small model
+    models = [from_checkpoint(path, device, name=name, weight=weight) for name, path, weight in members]
+    models = [m for m in models if m.weight > 0]
+    synthetic = [m.name for m in models if m.synthetic_only]
+    if synthetic:
+        every = len(synthetic) == len(models)
+        notes.append(f"note: {'every model here' if every else 'model'} ({', '.join(synthetic)}) was trained only "
+                     "on the built-in synthetic sample: its scores on real videos mean nothing. Train on DFDC or "
+                     "FaceForensics++ (data.root in params.yaml) for real use.")
+    flags = {k: getattr(args, k, None) for k in ("thresholds", "min_score", "min_face_size", "max_faces", "min_iou",
+                                                  "max_gap", "margin", "strategy", "tta")}
+    params = args.params if Path(args.params).is_file() else None
+    return Scoring(models, resolve(models, flags, params, ensemble), device, source, notes)
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     import time
 
-    from dfdc.device import pick_device
     from dfdc.faces.detector import FaceDetector
-    from dfdc.inference.video import list_inputs, load_ensemble, predict_videos, write_report, write_submission
+    from dfdc.inference.video import list_inputs, predict_videos, write_report, write_submission
 
-    files = list_inputs(args.videos_dir)
-    checkpoints = resolve_models(args.models, args.models_dir)
-    scoring_defaults(args)
-    device = pick_device(args.device)
+    inputs = list_inputs(args.videos_dir)
     t0 = time.perf_counter()
-    models = load_ensemble(checkpoints, device)
-    detector = FaceDetector(device=str(device))
-    results = predict_videos(files, models, detector, frames=args.frames, detect_every=args.detect_every,
-                             strategy=args.strategy, tta=args.tta, workers=args.workers, device=device,
+    scoring = load_scoring(args)
+    for note in scoring.notes:
+        print(note, file=sys.stderr)
+    s = scoring.settings
+    detector = FaceDetector(device=str(scoring.device), **s.detector)
+    results = predict_videos(inputs.files, scoring.models, detector, frames=args.frames,
+                             detect_every=args.detect_every, strategy=s.strategy, tta=s.tta, margins=s.margins,
+                             link=s.link, workers=args.workers, device=scoring.device,
                              thumbs=args.report is not None)
     write_submission(results, args.out)
     if args.report:
@@ -127,21 +176,60 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             write_report(r, args.report)
     dt = time.perf_counter() - t0
     fallback = sum(1 for r in results if r.reason)
-    print(f"predict: {len(results)} files in {dt:.1f} s ({len(results) / dt:.2f} videos/s) with "
-          f"{len(models)} model(s) on {device}, strategy {args.strategy}, tta {args.tta}; {fallback} scored 0.5 "
-          f"(unreadable or no face) -> {args.out}")
+    skipped = inputs.skipped()
+    print(f"predict: {len(results)} files in {dt:.1f} s ({len(results) / dt:.2f} files/s) with "
+          f"{len(scoring.models)} model(s) ({', '.join(m.name for m in scoring.models)}; {scoring.source}) on "
+          f"{scoring.device}, strategy {s.strategy}, tta {s.tta}; {s.describe()}; {fallback} scored 0.5 "
+          f"(unreadable or no face){'; ' + skipped if skipped else ''} -> {args.out}")
     return 0
 
 
 def _scoring_flags(p: argparse.ArgumentParser, strategy: bool = True) -> None:
+    p.add_argument("--models", nargs="+", help="model names under --models-dir or checkpoint files, equal weights "
+                                               "(default: the ensemble that `evaluate` scored)")
+    p.add_argument("--models-dir", default="models")
+    p.add_argument("--ensemble", metavar="FILE",
+                   help="ensemble file written by `evaluate` (default: MODELS_DIR/ensemble.json when present, "
+                        "else every MODELS_DIR/*/best.pt with equal weights)")
     if strategy:
         p.add_argument("--strategy", choices=["mean", "confident", "weighted"],
-                       help="how frame scores make a video score (default: predict.strategy in --params)")
+                       help="how frame scores make a video score (default: as `evaluate` scored the ensemble, "
+                            "else predict.strategy in --params)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction,
-                   help="average each crop with its horizontal flip (default: predict.tta in --params)")
+                   help="average each crop with its horizontal flip (default: as `evaluate` scored, "
+                        "else predict.tta in --params)")
+    g = p.add_argument_group("detector and crops (default: the settings the models were trained with)")
+    g.add_argument("--thresholds", type=_unit, nargs=3, metavar="T", help="MTCNN P/R/O-net thresholds")
+    g.add_argument("--min-score", type=_unit, help="lowest face score kept")
+    g.add_argument("--min-face-size", type=_positive, help="smallest face kept, pixels")
+    g.add_argument("--max-faces", type=_positive, help="most faces kept per frame")
+    g.add_argument("--min-iou", type=_unit, help="track linking: IoU of boxes grown 2x")
+    g.add_argument("--max-gap", type=_non_negative, help="track linking: detected frames a track may miss")
+    g.add_argument("--margin", type=_non_negative_float, help="crop margin, fraction of the box each side")
     p.add_argument("--params", default="params.yaml",
-                   help="params file whose `predict` section gives the defaults above (default params.yaml; "
-                        "when absent: confident, no TTA)")
+                   help="params file for what neither the flags, the ensemble file nor the checkpoints say "
+                        "(default params.yaml; when absent: the defaults)")
+
+
+def _unit(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,11 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True)
     p.set_defaults(func=_cmd_manifest)
 
-    p = sub.add_parser("predict", help="score a folder of videos with the trained ensemble")
+    p = sub.add_parser("predict", help="score a folder of videos and still images with the trained ensemble")
     p.add_argument("videos_dir")
     p.add_argument("-o", "--out", default="submission.csv", help="CSV with filename,label (default submission.csv)")
-    p.add_argument("--models", nargs="+", help="model names under --models-dir or checkpoint files (default: all)")
-    p.add_argument("--models-dir", default="models")
     p.add_argument("--frames", type=_positive, default=32, help="frames sampled evenly per video (default 32)")
     p.add_argument("--detect-every", type=_positive, default=10, metavar="N",
                    help="run the face detector on the first and last sampled frames and about one every N video "
@@ -180,10 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmark a part of the pipeline against its baseline")
     p.add_argument("what", choices=["preprocess", "predict"])
     p.add_argument("roots", nargs="*", help="dataset roots (default: data/sample and ../shared/data/ffpp)")
-    p.add_argument("--every", type=_positive, default=10, help="preprocess: detect every N-th frame")
+    p.add_argument("--every", type=_positive, help="preprocess: detect every N-th frame (default: detect.every)")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--models", nargs="+", help="predict: model names or checkpoint files (default: first one)")
-    p.add_argument("--models-dir", default="models")
     p.add_argument("--frames", type=_positive, default=32, help="predict: frames per video")
     p.add_argument("--detect-every", type=_positive, default=10, metavar="N",
                    help="predict: detect about every N video frames (1: every sampled frame)")

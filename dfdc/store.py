@@ -38,16 +38,45 @@ def atomic_path(path: str | Path, is_dir: bool = False) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_parquet(df: pd.DataFrame, path: str | Path) -> None:
-    """Write a table atomically."""
+META_KEY = b"dfdc"
+
+
+def write_parquet(df: pd.DataFrame, path: str | Path, meta: dict | None = None) -> None:
+    """Write a table atomically; ``meta`` (plain JSON) travels in the file's schema metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if meta is not None:
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), META_KEY: json.dumps(meta, sort_keys=True, default=_jsonable)})
     with atomic_path(path) as tmp:
-        df.to_parquet(tmp, index=False)
+        pq.write_table(table, tmp)
+
+
+def read_meta(path: str | Path) -> dict:
+    """The ``meta`` a table was written with (empty when it has none)."""
+    import pyarrow.parquet as pq
+
+    raw = (pq.read_schema(path).metadata or {}).get(META_KEY)
+    return json.loads(raw) if raw else {}
 
 
 def write_json(obj: Any, path: str | Path) -> None:
     """Write JSON atomically (sorted keys, indented)."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _jsonable(o: Any) -> Any:
@@ -81,6 +110,16 @@ class ShardWriter:
         """Queue ``array`` under ``key``; returns the shard file name it will land in."""
         name = f"shard_{self._n:05d}.npz"
         self._items[key] = array
+        if len(self._items) >= self.shard_size:
+            self.flush()
+        return name
+
+    def add_group(self, items: list[tuple[str, np.ndarray]]) -> str:
+        """Queue several arrays that must share one shard (the frames of a clip); returns that shard's name."""
+        if self._items and len(self._items) + len(items) > self.shard_size:
+            self.flush()
+        name = f"shard_{self._n:05d}.npz"
+        self._items.update(items)
         if len(self._items) >= self.shard_size:
             self.flush()
         return name

@@ -7,6 +7,7 @@ uint8 arrays of shape (H, W, 3).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -50,11 +51,58 @@ def _open(path: str | Path) -> cv2.VideoCapture:
         raise VideoError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise VideoError(f"{path}: zero-byte file")
-    cap = cv2.VideoCapture(str(path))
+    if image_format(path) is not None:
+        raise VideoError(f"{path}: a {image_format(path)} image, not a video")
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     if not cap.isOpened():
         cap.release()
-        raise VideoError(f"{path}: cannot open as video")
+        raise VideoError(f"{path}: {diagnose(path)}")
     return cap
+
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
+_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"BM", "BMP"))
+
+
+def image_format(path: str | Path) -> str | None:
+    """``"PNG"``, ``"JPEG"``, ``"WEBP"`` or ``"BMP"`` when the file's first bytes say it is that image, else None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return next((name for sig, name in _SIGNATURES if head.startswith(sig)), None)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """A still image as one RGB frame (EXIF orientation applied); raises VideoError when it cannot be decoded."""
+    data = np.fromfile(str(path), dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None:
+        raise VideoError(f"{path}: {image_format(path) or 'image'} file cannot be decoded")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def diagnose(path: str | Path) -> str:
+    """Why a file that OpenCV cannot read as video is not one, in words (asks ffmpeg about its streams)."""
+    try:
+        out = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)], capture_output=True,
+                             text=True, errors="replace", timeout=30).stderr
+    except (OSError, subprocess.TimeoutExpired, VideoError) as e:
+        return f"cannot be read as video ({type(e).__name__})"
+    streams = re.findall(r"Stream #\S+: (\w+): (\w+)", out)  # [(kind, codec)]
+    kinds = {kind for kind, _ in streams}
+    if streams and "Video" not in kinds:
+        what = "audio-only" if kinds == {"Audio"} else "/".join(sorted(kinds)).lower() + "-only"
+        return f"no video stream: an {what} file ({', '.join(codec for _, codec in streams)})"
+    if "Invalid data found when processing input" in out:
+        return "not a video or image file: ffmpeg does not recognise its contents"
+    if "End of file" in out or "error reading header" in out or "moov atom not found" in out:
+        return "truncated or corrupt video: its header cannot be read"
+    errors = [line.strip() for line in out.splitlines() if "rror" in line]
+    return f"cannot be read as video ({errors[-1]})" if errors else "cannot be read as video"
 
 
 def probe(path: str | Path, verify: bool = True) -> VideoInfo:
@@ -66,7 +114,7 @@ def probe(path: str | Path, verify: bool = True) -> VideoInfo:
         width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         if frames <= 0 or width <= 0 or height <= 0:
-            raise VideoError(f"{path}: no video stream (frames={frames}, size={width}x{height})")
+            raise VideoError(f"{path}: {diagnose(path) if frames <= 0 else f'frames of size {width}x{height}'}")
         if verify:
             ok, frame = cap.read()
             if not ok or frame is None:
@@ -120,6 +168,9 @@ def sample_indices(frames: int, every: int | None = None, count: int | None = No
     return sorted(set(np.linspace(0, frames - 1, count).round().astype(int).tolist()))
 
 
+X264_THREADS = 1
+
+
 def write_video(
     path: str | Path,
     frames: Iterable[np.ndarray],
@@ -127,8 +178,14 @@ def write_video(
     crf: int = 23,
     preset: str = "veryfast",
     tune: str | None = None,
+    threads: int = X264_THREADS,
 ) -> None:
-    """Encode RGB frames as H.264 (yuv420p) MP4, atomically."""
+    """Encode RGB frames as H.264 (yuv420p) MP4, atomically.
+
+    x264's output depends on its thread count, which it picks from the machine's
+    cores unless told: ``threads`` is fixed so the same frames give the same file
+    on any machine.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.mp4")
@@ -141,7 +198,7 @@ def write_video(
                     raise VideoError(f"{path}: H.264 yuv420p needs even size, got {w}x{h}")
                 cmd = [ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
                        "-s", f"{w}x{h}", "-r", f"{fps}", "-i", "-", "-c:v", "libx264", "-preset", preset,
-                       "-crf", str(crf), "-pix_fmt", "yuv420p", "-movflags", "+faststart"]
+                       "-crf", str(crf), "-threads", str(threads), "-pix_fmt", "yuv420p", "-movflags", "+faststart"]
                 if tune:
                     cmd += ["-tune", tune]
                 proc = subprocess.Popen(cmd + [str(tmp)], stdin=subprocess.PIPE, stderr=subprocess.PIPE)

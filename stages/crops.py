@@ -5,9 +5,9 @@ import argparse
 
 import pandas as pd
 
-from dfdc.config import load_section
-from dfdc.preprocess import crop_videos
-from dfdc.store import atomic_path, write_parquet
+from dfdc.config.crops import CropsParams
+from dfdc.preprocess.crops import crop_videos
+from dfdc.store import atomic_path, read_meta, write_parquet
 
 
 def main() -> None:
@@ -19,11 +19,14 @@ def main() -> None:
     ap.add_argument("--out", default="data/crops.parquet")
     ap.add_argument("--status", default="data/crops_status.parquet")
     args = ap.parse_args()
-    p = load_section(args.params, "crops")
+    p = CropsParams.load(args.params)
     with atomic_path(args.out_dir, is_dir=True) as tmp:
         crops, status = crop_videos(pd.read_parquet(args.index), pd.read_parquet(args.faces), tmp,
                                     margin=p.margin, workers=p.workers, shard_size=p.shard_size)
-    write_parquet(crops, args.out)
+    faces_meta = read_meta(args.faces)
+    # what cut these crops travels with them, into every checkpoint trained on them
+    meta = {"detect": faces_meta.get("detect"), "crops": p.provenance(), "data": read_meta(args.index).get("data")}
+    write_parquet(crops, args.out, meta=meta)
     write_parquet(status, args.status)
     orphan = int(status["error"].eq("original has no faces").sum())
     print(f"crops: {len(crops)} crops from {int(status['ok'].sum())} of {len(status)} videos; "

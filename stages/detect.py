@@ -5,10 +5,10 @@ import argparse
 
 import pandas as pd
 
-from dfdc.config import load_section
+from dfdc.config.detect import DetectParams
 from dfdc.faces.detector import FaceDetector
-from dfdc.preprocess import detect_videos
-from dfdc.store import write_parquet
+from dfdc.preprocess.detect import detect_videos
+from dfdc.store import read_meta, write_parquet
 
 
 def main() -> None:
@@ -18,12 +18,11 @@ def main() -> None:
     ap.add_argument("--out", default="data/faces.parquet")
     ap.add_argument("--status", default="data/detect_status.parquet")
     args = ap.parse_args()
-    p = load_section(args.params, "detect")
-    detector = FaceDetector(device=p.device, thresholds=p.thresholds, min_score=p.min_score,
-                            min_face_size=p.min_face_size, max_faces=p.max_faces, batch_size=p.batch_size)
+    p = DetectParams.load(args.params)
+    detector = FaceDetector.from_params(p)
     faces, status = detect_videos(pd.read_parquet(args.index), detector, every=p.every, min_track=p.min_track,
                                   max_gap=p.max_gap, min_iou=p.min_iou, workers=p.workers)
-    write_parquet(faces, args.out)
+    write_parquet(faces, args.out, meta={"detect": p.provenance(), "data": read_meta(args.index).get("data")})
     write_parquet(status, args.status)
     no_face = int((status["error"] == "no face").sum())
     print(f"detect: {len(status)} real videos, {len(faces)} faces in {int(status['tracks'].sum())} tracks; "

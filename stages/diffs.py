@@ -5,8 +5,8 @@ import argparse
 
 import pandas as pd
 
-from dfdc.config import load_section
-from dfdc.preprocess import diff_crops
+from dfdc.config.diffs import DiffsParams
+from dfdc.preprocess.diffs import diff_crops
 from dfdc.store import atomic_path, write_parquet
 
 
@@ -18,7 +18,7 @@ def main() -> None:
     ap.add_argument("--out-dir", default="data/diffs")
     ap.add_argument("--out", default="data/diffs.parquet")
     args = ap.parse_args()
-    p = load_section(args.params, "diffs")
+    p = DiffsParams.load(args.params)
     with atomic_path(args.out_dir, is_dir=True) as tmp:
         diffs = diff_crops(pd.read_parquet(args.crops), args.crops_dir, tmp, workers=p.workers)
     write_parquet(diffs, args.out)

@@ -5,7 +5,7 @@ import argparse
 
 import pandas as pd
 
-from dfdc.config import load_section
+from dfdc.config.folds import FoldsParams
 from dfdc.folds import assign_folds
 from dfdc.store import write_parquet
 
@@ -16,7 +16,7 @@ def main() -> None:
     ap.add_argument("--index", default="data/index.parquet")
     ap.add_argument("--out", default="data/folds.parquet")
     args = ap.parse_args()
-    p = load_section(args.params, "folds")
+    p = FoldsParams.load(args.params)
     folds = assign_folds(pd.read_parquet(args.index), k=p.k, by=p.group, seed=p.seed)
     write_parquet(folds, args.out)
     sizes = folds.groupby("fold").size().to_dict()

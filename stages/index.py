@@ -6,8 +6,9 @@ import logging
 import sys
 
 from dfdc import store
-from dfdc.config import load_section
-from dfdc.datasets.index import build_index, summarize_index
+from dfdc.config.data import DataParams
+from dfdc.config.index import IndexParams
+from dfdc.datasets.index import build_index, index_meta, summarize_index
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,13 +19,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        data = load_section(args.params, "data")
-        idx = load_section(args.params, "index")
+        data = DataParams.load(args.params)
+        idx = IndexParams.load(args.params)
         df = build_index(data.root, workers=idx.workers)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    store.write_parquet(df, args.out)
+    store.write_parquet(df, args.out, meta=index_meta(df, data.root))
     print(summarize_index(df))
     return 0
 

@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import pandas as pd
 
-from dfdc.config import load_section
+from dfdc.config.folds import FoldsParams
+from dfdc.config.predict import PredictParams
 from dfdc.device import pick_device
-from dfdc.inference.predict import load_checkpoint, score_crops, video_scores
-from dfdc.store import atomic_path
+from dfdc.inference.holdout import holdout_videos, score_holdout
+from dfdc.inference.scorer import from_checkpoint
+from dfdc.store import atomic_path, file_sha256, write_parquet
+from dfdc.train.checkpoint import CheckpointError
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--checkpoint", required=True)
@@ -20,24 +24,28 @@ def main() -> None:
     ap.add_argument("--folds", default="data/folds.parquet")
     ap.add_argument("--out-dir", required=True, help="gets videos.parquet and frames.parquet")
     args = ap.parse_args()
-    p = load_section(args.params, "predict")
-    holdout = load_section(args.params, "folds").holdout
+    p = PredictParams.load(args.params)
+    holdout = FoldsParams.load(args.params).holdout
     device = pick_device(p.device)
-    model, ckpt = load_checkpoint(args.checkpoint, device=str(device))
-    folds = pd.read_parquet(args.folds)
-    videos = folds[(folds["fold"] == holdout) & folds["label"].isin([0, 1])][["video", "label", "fold"]]
-    crops = pd.read_parquet(args.crops)
-    frames = crops[crops["video"].isin(videos["video"])].reset_index(drop=True)
-    frames["prob"] = score_crops(model, frames, args.crops_dir, ckpt["params"]["input_size"],
-                                 batch_size=p.batch_size, device=device, tta=p.tta)
-    scored = video_scores(videos, frames[["video", "frame", "track", "prob"]], p.strategy)
+    try:
+        model = from_checkpoint(args.checkpoint, device)
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    videos = holdout_videos(pd.read_parquet(args.folds), holdout)
+    scored, frames = score_holdout(model, pd.read_parquet(args.crops), videos, args.crops_dir, strategy=p.strategy,
+                                   tta=p.tta, batch_size=p.batch_size, device=device)
+    # which checkpoint and scoring made these numbers: `evaluate` writes them into the ensemble file
+    meta = {"model": model.name, "checkpoint": args.checkpoint, "sha256": file_sha256(args.checkpoint),
+            "strategy": p.strategy, "tta": p.tta}
     with atomic_path(args.out_dir, is_dir=True) as tmp:
         tmp.mkdir(parents=True, exist_ok=True)
-        scored.to_parquet(tmp / "videos.parquet", index=False)
-        frames[["key", "video", "frame", "track", "label", "prob"]].to_parquet(tmp / "frames.parquet", index=False)
-    print(f"predict@{ckpt['name']}: {len(scored)} holdout videos ({int((scored['reason'] != '').sum())} without "
+        write_parquet(scored, tmp / "videos.parquet", meta=meta)
+        write_parquet(frames[["key", "video", "frame", "track", "label", "prob"]], tmp / "frames.parquet", meta=meta)
+    print(f"predict@{model.name}: {len(scored)} holdout videos ({int((scored['reason'] != '').sum())} without "
           f"a face -> 0.5), {len(frames)} frames, strategy {p.strategy}, tta {p.tta}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from dfdc.config import load_section
+from dfdc.config.sample import SampleParams
 from dfdc.datasets.sample import make_sample
 
 
@@ -12,7 +12,7 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", default="data/sample")
     args = ap.parse_args()
-    p = load_section(args.params, "sample")
+    p = SampleParams.load(args.params)
     s = make_sample(args.out, seed=p.seed, parts=p.parts, reals_per_part=p.reals_per_part,
                     fakes_per_real=p.fakes_per_real, seconds=(p.seconds_min, p.seconds_max), workers=p.workers)
     print(f"sample: {s.reals} real + {s.fakes} fake videos in {s.parts} parts, "

@@ -1,41 +1,61 @@
-"""DVC stage `train@MODEL`: train one model of `train.models` on every fold but the holdout."""
+"""DVC stage `train@MODEL` / `train_stacked@MODEL`: train one model entry on every fold but the holdout."""
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 import pandas as pd
 
-from dfdc.config import ParamsError, load_section
-from dfdc.store import write_json
+from dfdc.config.base import ParamsError
+from dfdc.config.folds import FoldsParams
+from dfdc.config.predict import PredictParams
+from dfdc.config.train import TrainParams
+from dfdc.store import read_meta, write_json
+from dfdc.train import checkpoint
 from dfdc.train.loop import train_model
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--model", required=True, help="a key of train.models")
+    ap.add_argument("--model", required=True, help="a key of train.models or train.stacked")
     ap.add_argument("--crops", default="data/crops.parquet")
     ap.add_argument("--crops-dir", default="data/crops")
     ap.add_argument("--folds", default="data/folds.parquet")
+    ap.add_argument("--backbone", help="checkpoint of the model named by backbone_from (train.stacked)")
     ap.add_argument("--out-dir", required=True)
     ap.add_argument("--metrics", required=True)
     ap.add_argument("--live-dir", required=True)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    train = load_section(args.params, "train")
-    if args.model not in train.models:
-        raise ParamsError(f"{args.params}: train.models.{args.model}: no such model "
-                          f"(defined: {', '.join(sorted(train.models))})")
-    holdout = load_section(args.params, "folds").holdout
-    result = train_model(args.model, train.models[args.model], pd.read_parquet(args.crops),
-                         pd.read_parquet(args.folds), args.crops_dir, args.out_dir, holdout=holdout,
-                         device=train.device, live_dir=args.live_dir)
+    train = TrainParams.load(args.params)
+    entries = train.all_models()
+    if args.model not in entries:
+        raise ParamsError(f"{args.params}: train: no model {args.model!r} "
+                          f"(defined: {', '.join(sorted(entries)) or 'none'})")
+    p = entries[args.model]
+    if bool(p.backbone_from) != bool(args.backbone):
+        raise ParamsError(f"{args.params}: train.{train.group_of(args.model)}.{args.model}: backbone_from is "
+                          f"{p.backbone_from!r} but --backbone is {args.backbone!r}; dvc.yaml passes one for "
+                          "train.stacked entries only")
+    try:
+        backbone = checkpoint.load(args.backbone) if args.backbone else None
+    except checkpoint.CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    meta = read_meta(args.crops)
+    result = train_model(args.model, p, pd.read_parquet(args.crops), pd.read_parquet(args.folds), args.crops_dir,
+                         args.out_dir, holdout=FoldsParams.load(args.params).holdout, device=train.device,
+                         scoring=PredictParams.load(args.params),
+                         preprocess={"detect": meta.get("detect"), "crops": meta.get("crops")},
+                         data_info=meta.get("data"), backbone=backbone, live_dir=args.live_dir)
     write_json(result, args.metrics)
     b = result["best"]
     print(f"train@{args.model}: best epoch {b['epoch']}, val log loss {b['val_log_loss']:.4f}, "
           f"auc {b['val_auc']:.3f} ({result['train_crops']} train / {result['val_crops']} holdout crops)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -28,13 +28,13 @@ def detector():
 
 
 @pytest.fixture(scope="session")
-def tiny_sample(tmp_path_factory, detector) -> Path:
+def tiny_sample(tmp_path_factory) -> Path:
     """2 parts x 2 real videos (one with two faces) x 2 fakes, about 1 s each."""
     from dfdc.datasets.sample import make_sample
 
     out = tmp_path_factory.mktemp("sample") / "sample"
     make_sample(out, seed=7, parts=2, reals_per_part=2, fakes_per_real=2, seconds=(1.0, 1.2),
-                two_face_every=4, detector=detector, progress=False)
+                two_face_every=4, progress=False)
     return out
 
 
@@ -49,7 +49,7 @@ def venv_env() -> dict[str, str]:
 def make_dvc_repo(dst: Path, params: str) -> Path:
     """Copy the pipeline (dvc.yaml, stages, dfdc) into a fresh git+DVC repo with ``params``."""
     dst.mkdir(parents=True, exist_ok=True)
-    for name in ("dvc.yaml", "stages", "dfdc"):
+    for name in ("dvc.yaml", ".dvcignore", "stages", "dfdc"):
         src = REPO / name
         if src.is_dir():
             shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -68,9 +68,17 @@ def make_dvc_repo(dst: Path, params: str) -> Path:
     return dst
 
 
-def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def user_env(repo: Path) -> dict[str, str]:
+    """As on a user's machine: Python writes bytecode, and the repo's own dfdc is the one imported."""
+    env = venv_env()
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPATH"] = str(repo)
+    return env
+
+
+def dvc(repo: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run ``dvc ARGS`` in ``repo``; raise with its output when it fails and ``check``."""
-    proc = subprocess.run(["dvc", *args], cwd=repo, env=venv_env(), capture_output=True, text=True)
+    proc = subprocess.run(["dvc", *args], cwd=repo, env=env or venv_env(), capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -79,25 +87,39 @@ def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 @pytest.fixture(scope="session")
 def tiny_prep(tiny_sample, detector, tmp_path_factory) -> dict:
     """index, faces, crops (with their shard folder) and 2 folds of the tiny sample."""
-    from dfdc.datasets.index import build_index
+    from dfdc.config.detect import DetectParams
+    from dfdc.datasets.index import build_index, index_meta
     from dfdc.folds import assign_folds
-    from dfdc.preprocess import crop_videos, detect_videos
+    from dfdc.preprocess.crops import crop_videos
+    from dfdc.preprocess.detect import detect_videos
 
     out = tmp_path_factory.mktemp("prep")
     index = build_index(tiny_sample, progress=False)
     faces, _ = detect_videos(index, detector, every=5, min_track=2, workers=1, progress=False)
     crops, _ = crop_videos(index, faces, out / "crops", workers=1, shard_size=16, progress=False)
     folds = assign_folds(index, k=2, seed=0)
-    return {"index": index, "faces": faces, "crops": crops, "crops_dir": out / "crops", "folds": folds}
+    # what the detect and crops stages record with the crops
+    preprocess = {"detect": DetectParams(every=5, min_track=2).provenance(), "crops": {"margin": 0.3}}
+    return {"index": index, "faces": faces, "crops": crops, "crops_dir": out / "crops", "folds": folds,
+            "preprocess": preprocess, "data": index_meta(index, str(tiny_sample))["data"]}
 
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tiny_prep, tmp_path_factory) -> Path:
     """best.pt of a resnet18 trained one epoch at 32 px on the tiny sample."""
-    from dfdc.config import ModelParams
+    from dfdc.config.train import ModelParams
     from dfdc.train.loop import train_model
 
     out = tmp_path_factory.mktemp("models") / "tiny"
     p = ModelParams(arch="resnet18", input_size=32, epochs=1, batch_size=8)
-    train_model("tiny", p, tiny_prep["crops"], tiny_prep["folds"], tiny_prep["crops_dir"], out, progress=False)
+    train_model("tiny", p, tiny_prep["crops"], tiny_prep["folds"], tiny_prep["crops_dir"], out,
+                preprocess=tiny_prep["preprocess"], data_info=tiny_prep["data"], progress=False)
     return out / "best.pt"
+
+
+@pytest.fixture(scope="session")
+def odd_inputs(tiny_sample, tmp_path_factory) -> Path:
+    """A folder holding every kind of input `dfdc predict` meets (tests/odd_inputs.py says what each must get)."""
+    from odd_inputs import make_odd_inputs
+
+    return make_odd_inputs(tiny_sample, tmp_path_factory.mktemp("odd") / "inputs")

@@ -16,7 +16,11 @@ def test_bench_preprocess_on_the_tiny_sample(tiny_sample):
 
 
 def test_bench_predict_on_the_tiny_sample(tiny_sample, tiny_checkpoint):
-    row = bench_predict(tiny_sample, [tiny_checkpoint], frames=8, tta=False, workers=1)
+    from dfdc.inference.scorer import from_checkpoint
+    from dfdc.inference.settings import resolve
+
+    models = [from_checkpoint(tiny_checkpoint)]
+    row = bench_predict(tiny_sample, models, resolve(models, {"tta": False}), frames=8, workers=1)
     assert row["videos"] == 12 and 0 < row["scored"] <= 12
     assert row["floor_s"] > 0 and row["total_s"] > 0 and row["classify_s"] > 0
     assert math.isclose(row["ratio_to_floor"], row["total_s"] / row["floor_s"])

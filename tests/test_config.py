@@ -2,7 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from dfdc.config import ParamsError, check_file, load_section
+from dfdc.config.base import ParamsError, load_section
+from dfdc.config.sample import SampleParams
+from dfdc.config.sections import check_file
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,7 +24,7 @@ def test_repo_params_file_loads():
 
 def test_values_and_defaults(tmp_path):
     p = write(tmp_path, "sample:\n  seed: 3\n  seconds_min: 1\n")
-    s = load_section(p, "sample")
+    s = SampleParams.load(p)
     assert s.seed == 3 and s.seconds_min == 1.0 and isinstance(s.seconds_min, float) and s.parts == 4
 
 
@@ -41,7 +43,7 @@ def test_values_and_defaults(tmp_path):
 def test_errors_name_key_and_file(tmp_path, text, message):
     p = write(tmp_path, text)
     with pytest.raises(ParamsError) as e:
-        load_section(p, "sample")
+        SampleParams.load(p)
     assert message in str(e.value)
     assert str(p) in str(e.value)
 
@@ -51,4 +53,42 @@ def test_unknown_section_and_missing_file(tmp_path):
     with pytest.raises(ParamsError, match="sampel: unknown section"):
         check_file(p)
     with pytest.raises(ParamsError, match="params file not found"):
-        load_section(tmp_path / "nope.yaml", "sample")
+        load_section(tmp_path / "nope.yaml", "sample", SampleParams)
+
+
+TRAIN = """
+train:
+  models:
+    a: {arch: resnet18}
+  stacked:
+%s
+"""
+
+
+@pytest.mark.parametrize(
+    "stacked, message",
+    [
+        ("    b: {arch: resnet18}", "train.stacked.b.backbone_from: required"),
+        ("    b: {arch: resnet18, backbone_from: z}", "train.stacked.b.backbone_from: no model 'z'"),
+        ("    a: {arch: resnet18, backbone_from: a}", "train.stacked.a: the key is also in train.models"),
+        ("    b: {arch: resnet18, backbone_from: c}\n    c: {arch: resnet18, backbone_from: b}",
+         "train.stacked.b.backbone_from: a cycle: b -> c -> b"),
+    ],
+)
+def test_stacked_models_name_a_trained_backbone(tmp_path, stacked, message):
+    from dfdc.config.train import TrainParams
+
+    with pytest.raises(ParamsError) as e:
+        TrainParams.load(write(tmp_path, TRAIN % stacked))
+    assert message in str(e.value) and str(tmp_path) in str(e.value)
+
+
+def test_stacked_groups_and_frame_models_without_backbone_from(tmp_path):
+    from dfdc.config.train import TrainParams
+
+    t = TrainParams.load(write(tmp_path, TRAIN % "    b: {arch: regnetx_002, backbone_from: a, pretrained: hub}"))
+    assert sorted(t.all_models()) == ["a", "b"] and t.group_of("b") == "stacked" and t.group_of("a") == "models"
+    assert t.stacked["b"].pretrained == "hub"
+    bad = "train:\n  models:\n    a: {arch: resnet18, backbone_from: a}\n"
+    with pytest.raises(ParamsError, match="train.models.a.backbone_from: only entries of train.stacked"):
+        TrainParams.load(write(tmp_path, bad))

@@ -1,4 +1,4 @@
-"""Training data: augmentations (:mod:`dfdc.data.augment`) and crop datasets (:mod:`dfdc.data.dataset`).
+"""Training data: datasets over crop and clip shards, epoch sampling, augmentations and batch-level mixes.
 
-Kept import-free so that ``dfdc.data.dataset`` does not pull in albumentations.
+Kept import-free so that the datasets do not pull in albumentations.
 """

@@ -14,7 +14,6 @@ Bad inputs never abort indexing: they are recorded with ``ok=False`` and an
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -31,7 +30,7 @@ from dfdc import store, video
 
 log = logging.getLogger("dfdc.index")
 
-COLUMNS = ["video", "path", "label", "original", "part", "method", "quality",
+COLUMNS = ["video", "path", "label", "original", "part", "method", "quality", "dataset",
            "frames", "fps", "width", "height", "ok", "error"]
 LABELS = {"REAL": 0, "FAKE": 1}
 METADATA = "metadata.json"
@@ -48,6 +47,7 @@ class _Entry:
     part: str | None = None
     method: str | None = None
     quality: str | None = None
+    dataset: str = "dfdc"
     errors: list[str] | None = None
 
     def fail(self, error: str) -> None:
@@ -123,8 +123,14 @@ def _dfdc_entries(root: Path, folder: Path) -> Iterator[_Entry]:
         row = entry(name, label)
         if not isinstance(info, dict):
             row.fail(f"bad {METADATA} entry: expected an object, got {info!r}")
-        elif label == -1:
-            row.fail(f"unknown label {raw!r}")
+        else:
+            # extra keys, as DFDC's own files carry: the source dataset, and a fake's manipulation type
+            if isinstance(info.get("dataset"), str) and info["dataset"]:
+                row.dataset = info["dataset"]
+            if label == 1 and isinstance(info.get("method"), str) and info["method"]:
+                row.method = info["method"]
+            if label == -1:
+                row.fail(f"unknown label {raw!r}")
         if not (folder / name).is_file():
             row.fail("file missing")
         if label == 1:
@@ -176,11 +182,11 @@ def _ffpp_entries(root: Path) -> Iterator[_Entry]:
         for name in _videos_in(folder):
             rel = _rel(root, folder / name)
             reals.setdefault((quality, name), {})[source] = rel
-            yield _Entry(video=rel, label=0, quality=quality)
+            yield _Entry(video=rel, label=0, quality=quality, dataset="ffpp")
 
     for method, quality, folder in _ffpp_video_dirs(root / FFPP_FAKE):
         for name in _videos_in(folder):
-            row = _Entry(video=_rel(root, folder / name), label=1, method=method, quality=quality)
+            row = _Entry(video=_rel(root, folder / name), label=1, method=method, quality=quality, dataset="ffpp")
             try:
                 source, original = _ffpp_original_name(Path(name).stem)
             except ValueError:
@@ -221,6 +227,7 @@ def _row(root: Path, entry: _Entry, info: video.VideoInfo | None, probe_error: s
         "part": entry.part,
         "method": entry.method,
         "quality": entry.quality,
+        "dataset": entry.dataset,
         "frames": info.frames if info else -1,
         "fps": info.fps if info else math.nan,
         "width": info.width if info else -1,
@@ -297,6 +304,13 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
     return df.sort_values("video", kind="stable").reset_index(drop=True)
 
 
+def index_meta(df: pd.DataFrame, root: str) -> dict:
+    """What the indexed data is, for the artifacts made from it: root, videos per source dataset."""
+    usable = df[df["ok"]]
+    return {"data": {"root": str(root), "videos": int(len(usable)),
+                     "datasets": {str(k): int(v) for k, v in usable["dataset"].value_counts().sort_index().items()}}}
+
+
 def summarize_index(df: pd.DataFrame) -> str:
     """One line: video count, real / fake (/ unknown) counts and how many are not ok."""
     real, fake = int((df["label"] == 0).sum()), int((df["label"] == 1).sum())
@@ -306,14 +320,6 @@ def summarize_index(df: pd.DataFrame) -> str:
 
 
 # ---------------------------------------------------------------- manifest
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_manifest(root: str | Path, out: str | Path) -> int:
@@ -339,7 +345,7 @@ def write_manifest(root: str | Path, out: str | Path) -> int:
                 videos += 1
             elif name == METADATA:
                 try:
-                    digest = _sha256(path)
+                    digest = store.file_sha256(path)
                 except OSError as e:
                     digest = f"unreadable: {type(e).__name__}"
                 lines.append(f"metadata\t{rel}\t{digest}")

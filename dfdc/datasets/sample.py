@@ -11,6 +11,7 @@ blended with a feathered mask. Everything is deterministic for a seed.
 from __future__ import annotations
 
 import json
+import math
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from dfdc.parallel import prefetch_map
 from dfdc.store import atomic_path
 from dfdc.video import write_video
 
@@ -42,7 +44,8 @@ class Identity:
 
     @property
     def eye_dist(self) -> float:
-        return float(np.linalg.norm(self.landmarks[1] - self.landmarks[0]))
+        dx, dy = (self.landmarks[1] - self.landmarks[0]).tolist()
+        return math.hypot(dx, dy)
 
 
 @dataclass
@@ -98,51 +101,130 @@ def _ellipse(shape: tuple[int, int], center, axes, feather: float) -> np.ndarray
     cv2.ellipse(mask, (int(center[0]), int(center[1])), (max(1, int(axes[0])), max(1, int(axes[1]))),
                 0, 0, 360, 1.0, -1, cv2.LINE_AA)
     if feather > 0:
-        mask = cv2.GaussianBlur(mask, (0, 0), feather)
+        from scipy.ndimage import gaussian_filter
+
+        mask = gaussian_filter(mask, feather, mode="mirror", truncate=4.0).astype(np.float32)
     return mask
 
 
-def load_identities(detector) -> list[Identity]:
-    """Cut a head image around the most confident face of every shipped photo."""
+# MTCNN's most confident face in each shipped photo (box x1, y1, x2, y2 and the 5 landmarks: eyes, nose,
+# mouth corners), measured once with dfdc's detector and rounded to 0.01 px. Kept as data so that the
+# sample depends on no floating-point kernel of the machine that builds it (a test re-measures them).
+PHOTO_FACES: dict[str, tuple[tuple[float, ...], tuple[tuple[float, float], ...]]] = {
+    "astronaut": ((180.49, 59.5, 267.93, 174.1),
+                  ((204.78, 100.88), (247.42, 104.26), (225.35, 129.26), (202.36, 139.54), (245.32, 142.24))),
+    "grace_hopper": ((177.41, 111.71, 352.02, 332.55),
+                     ((221.75, 192.38), (308.87, 187.96), (267.89, 239.17), (233.13, 278.15), (305.41, 274.0))),
+    "cameraman": ((196.95, 115.69, 254.82, 196.36),
+                  ((234.4, 146.69), (251.3, 148.67), (251.21, 168.35), (231.86, 180.95), (243.62, 181.57))),
+    "lfw001": ((0.0, 0.0, 150.5, 200.0),
+               ((3.33, 61.64), (89.0, 60.29), (33.02, 109.63), (7.69, 146.87), (92.65, 144.83))),
+    "lfw003": ((0.0, 0.0, 155.11, 195.98),
+               ((45.22, 73.9), (119.36, 71.75), (83.67, 113.47), (53.27, 149.7), (116.41, 148.41))),
+    "lfw015": ((0.0, 0.0, 155.22, 188.31),
+               ((53.36, 63.21), (125.11, 58.56), (97.67, 109.17), (57.84, 140.36), (124.86, 136.16))),
+    "lfw018": ((8.23, 0.0, 171.41, 187.23),
+               ((43.65, 68.09), (123.91, 66.39), (69.69, 112.44), (45.83, 139.6), (116.47, 137.28))),
+    "lfw021": ((0.0, 0.0, 161.41, 190.81),
+               ((24.02, 62.08), (97.32, 54.02), (51.36, 105.14), (35.18, 141.25), (108.07, 134.75))),
+    "lfw026": ((0.0, 0.0, 157.56, 189.97),
+               ((37.84, 72.55), (112.71, 64.54), (77.31, 105.25), (48.68, 149.73), (115.17, 141.73))),
+    "lfw031": ((0.0, 0.0, 158.82, 199.8),
+               ((26.01, 65.66), (102.82, 53.75), (64.15, 107.12), (41.6, 144.16), (115.38, 130.52))),
+    "lfw035": ((0.0, 0.0, 166.72, 200.0),
+               ((22.74, 60.4), (107.66, 60.76), (51.77, 103.32), (27.19, 157.78), (92.86, 160.2))),
+}
+
+
+def load_identities() -> list[Identity]:
+    """Cut a head image around the face of every shipped photo (faces from :data:`PHOTO_FACES`)."""
     out = []
     for name, photo in _photos():
-        faces = detector.detect([photo])[0]
-        if len(faces) == 0:
-            continue
-        x1, y1, x2, y2 = faces.boxes[0]
+        (x1, y1, x2, y2), landmarks = PHOTO_FACES[name]
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
         side = int(max(x2 - x1, y2 - y1) * 1.8)
         pad = side
         padded = cv2.copyMakeBorder(photo, pad, pad, pad, pad, cv2.BORDER_REFLECT)
         x0, y0 = int(cx - side / 2), int(cy - side / 2)
         image = padded[y0 + pad : y0 + pad + side, x0 + pad : x0 + pad + side].copy()
-        lm = faces.landmarks[0] - np.array([x0, y0], np.float32)
+        lm = np.asarray(landmarks, np.float32) - np.array([x0, y0], np.float32)
         alpha = _ellipse((side, side), (side / 2, side * 0.47), (side * 0.36, side * 0.47), side * 0.04)
         out.append(Identity(name, image, alpha, lm.astype(np.float32), float(max(x2 - x1, y2 - y1))))
     return out
 
 
 def _affine(scale: float = 1.0, angle: float = 0.0, tx: float = 0.0, ty: float = 0.0) -> np.ndarray:
-    c, s = np.cos(np.deg2rad(angle)) * scale, np.sin(np.deg2rad(angle)) * scale
+    c, s = math.cos(math.radians(angle)) * scale, math.sin(math.radians(angle)) * scale
     return np.array([[c, -s, tx], [s, c, ty], [0, 0, 1]], np.float64)
+
+
+def _mul(*ms: np.ndarray) -> np.ndarray:
+    """Product of 3x3 matrices in plain float arithmetic (numpy's matmul goes through BLAS, whose kernels,
+    picked per CPU, may fuse multiply-adds and round differently)."""
+    out = [list(map(float, row)) for row in ms[0]]
+    for m in ms[1:]:
+        b = [list(map(float, row)) for row in m]
+        out = [[out[i][0] * b[0][j] + out[i][1] * b[1][j] + out[i][2] * b[2][j] for j in range(3)] for i in range(3)]
+    return np.array(out, np.float64)
+
+
+def warp(images: np.ndarray | list[np.ndarray], m: np.ndarray, size: tuple[int, int],
+         reflect: bool = False) -> np.ndarray | list[np.ndarray]:
+    """``images`` (same size) moved by the 3x3 matrix ``m`` (source -> frame) into a ``size`` (w, h) frame.
+
+    Bilinear, as cv2.warpAffine, but bit-identical on every CPU: OpenCV's warpAffine computes
+    its sample positions with CPU-specific SIMD code (AVX2 and SSE paths round differently),
+    so here they are computed in numpy (exact float arithmetic) as 1/32-pixel fixed-point maps
+    and sampled by cv2.remap, whose fixed-point path is the same on every CPU. Without
+    ``reflect`` the frame is zero outside the moved image, and only the rectangle it covers
+    is sampled.
+    """
+    single = not isinstance(images, list)
+    images = [images] if single else images
+    w, h = size
+    a, b, c = (float(v) for v in m[0])
+    d, e, f = (float(v) for v in m[1])
+    det = a * e - b * d
+    ia, ib, id_, ie = e / det, -b / det, -d / det, a / det  # frame -> source
+    ic, if_ = -(ia * c + ib * f), -(id_ * c + ie * f)
+    x0, y0, x1, y1 = 0, 0, w, h
+    if not reflect:  # the frame rectangle that the source covers, plus a pixel
+        sh, sw = images[0].shape[:2]
+        xs = [a * x + b * y + c for x, y in ((0, 0), (sw, 0), (0, sh), (sw, sh))]
+        ys = [d * x + e * y + f for x, y in ((0, 0), (sw, 0), (0, sh), (sw, sh))]
+        x0, y0 = max(0, math.floor(min(xs)) - 1), max(0, math.floor(min(ys)) - 1)
+        x1, y1 = min(w, math.ceil(max(xs)) + 2), min(h, math.ceil(max(ys)) + 2)
+    out = [np.zeros((h, w) + im.shape[2:], im.dtype) for im in images]
+    if x1 > x0 and y1 > y0:
+        gx = np.arange(x0, x1, dtype=np.float64)[None, :]
+        gy = np.arange(y0, y1, dtype=np.float64)[:, None]
+        sx = np.rint((ia * 32) * gx + ((ib * 32) * gy + ic * 32)).astype(np.int32)
+        sy = np.rint((id_ * 32) * gx + ((ie * 32) * gy + if_ * 32)).astype(np.int32)
+        whole = np.stack([sx >> 5, sy >> 5], axis=-1)
+        if np.abs(whole).max(initial=0) < 32000:  # int16 maps
+            fine = ((sy & 31) << 5 | (sx & 31)).astype(np.uint16)
+            border = cv2.BORDER_REFLECT if reflect else cv2.BORDER_CONSTANT
+            for o, im in zip(out, images):
+                o[y0:y1, x0:x1] = cv2.remap(im, whole.astype(np.int16), fine, cv2.INTER_LINEAR, borderMode=border)
+    return out[0] if single else out
 
 
 def _camera(scene: Scene, t: float) -> np.ndarray:
     """3x3 canvas -> frame matrix at time t (seconds): smooth pan, zoom, small rotation."""
     c = scene.cam
-    zoom = 1.0 + c["zoom"] * np.sin(2 * np.pi * t / c["period"] + c["phase"])
-    angle = c["rot"] * np.sin(2 * np.pi * t / (c["period"] * 1.3) + c["phase"] * 2)
-    px = c["pan_x"] * np.sin(2 * np.pi * t / c["period"] + c["phase"] * 3)
-    py = c["pan_y"] * np.cos(2 * np.pi * t / (c["period"] * 0.8) + c["phase"])
+    zoom = 1.0 + c["zoom"] * math.sin(2 * math.pi * t / c["period"] + c["phase"])
+    angle = c["rot"] * math.sin(2 * math.pi * t / (c["period"] * 1.3) + c["phase"] * 2)
+    px = c["pan_x"] * math.sin(2 * math.pi * t / c["period"] + c["phase"] * 3)
+    py = c["pan_y"] * math.cos(2 * math.pi * t / (c["period"] * 0.8) + c["phase"])
     ch, cw = scene.background.shape[:2]
     to_origin = _affine(tx=-(cw / 2 + px), ty=-(ch / 2 + py))
-    return _affine(tx=scene.width / 2, ty=scene.height / 2) @ _affine(zoom, angle) @ to_origin
+    return _mul(_affine(tx=scene.width / 2, ty=scene.height / 2), _affine(zoom, angle), to_origin)
 
 
 def _head_matrix(scene: Scene, place: np.ndarray, t: float, k: int) -> np.ndarray:
-    bob = _affine(angle=2.0 * np.sin(2 * np.pi * t / 1.7 + k), tx=4 * np.sin(2 * np.pi * t / 2.3 + k),
-                  ty=3 * np.sin(2 * np.pi * t / 1.9 + 2 * k))
-    return _camera(scene, t) @ place @ bob
+    bob = _affine(angle=2.0 * math.sin(2 * math.pi * t / 1.7 + k), tx=4 * math.sin(2 * math.pi * t / 2.3 + k),
+                  ty=3 * math.sin(2 * math.pi * t / 1.9 + 2 * k))
+    return _mul(_camera(scene, t), place, bob)
 
 
 def _render_real(scene: Scene) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
@@ -153,23 +235,31 @@ def _render_real(scene: Scene) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
     for i in range(scene.frames):
         t = i / scene.fps
         cam = _camera(scene, t)
-        frame = cv2.warpAffine(scene.background, cam[:2], size, flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REFLECT).astype(np.float32)
+        frame = warp(scene.background, cam, size, reflect=True).astype(np.float32)
         mats = []
         for k, (ident, place) in enumerate(scene.faces):
             m = _head_matrix(scene, place, t, k)
-            head = cv2.warpAffine(ident.image, m[:2], size, flags=cv2.INTER_LINEAR).astype(np.float32)
-            a = cv2.warpAffine(ident.alpha, m[:2], size, flags=cv2.INTER_LINEAR)[..., None]
+            head, a = warp([ident.image, ident.alpha], m, size)
+            head, a = head.astype(np.float32), a[..., None]
             frame = frame * (1 - a) + head * a
             mats.append(m)
-        gain = 1 + np.array(L["amp"]) * np.sin(2 * np.pi * t / L["period"] + np.array(L["phase"]))
+        gain = np.array([1 + a * math.sin(2 * math.pi * t / L["period"] + ph) for a, ph in zip(L["amp"], L["phase"])])
         frame = frame * gain + L["offset"] + rng.normal(0, scene.noise, frame.shape).astype(np.float32)
         yield np.clip(frame, 0, 255).astype(np.uint8), mats
 
 
 def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    m, _ = cv2.estimateAffinePartial2D(src.astype(np.float32), dst.astype(np.float32), method=cv2.LMEDS)
-    return np.vstack([m, [0, 0, 1]])
+    """3x3 least-squares similarity (rotation, scale, shift) taking points ``src`` onto ``dst`` (Umeyama)."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    ms, md = src.mean(0), dst.mean(0)
+    a, b = src - ms, dst - md
+    # the best rotation+scale of a onto b as one complex number: sum(conj(a) * b) / sum(|a|^2)
+    re = float(np.sum(a[:, 0] * b[:, 0] + a[:, 1] * b[:, 1]))
+    im = float(np.sum(a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]))
+    norm = float(np.sum(a * a))
+    c, s = re / norm, im / norm
+    t = md - np.array([c * ms[0] - s * ms[1], s * ms[0] + c * ms[1]])
+    return np.array([[c, -s, t[0]], [s, c, t[1]], [0, 0, 1]], np.float64)
 
 
 def blend_mask(ident: Identity, region: str, feather: float) -> np.ndarray:
@@ -225,9 +315,7 @@ def _render_fake(real: list[tuple[np.ndarray, list[np.ndarray]]], scene: Scene, 
     for frame, mats in real:
         out = frame.astype(np.float32)
         for k in targets:
-            m = (mats[k] @ align[k])[:2]
-            warped = cv2.warpAffine(img, m, size, flags=cv2.INTER_LINEAR)
-            a = cv2.warpAffine(mask, m, size, flags=cv2.INTER_LINEAR)
+            warped, a = warp([img, mask], _mul(mats[k], align[k]), size)
             warped = _colour_match(warped, out, a, spec.colour)
             out = out * (1 - a[..., None]) + warped * a[..., None]
         yield np.clip(out, 0, 255).astype(np.uint8)
@@ -259,7 +347,7 @@ def _scene(rng: np.random.Generator, name: str, idents: list[Identity], backgrou
         s = short * rng.uniform(0.22, 0.32) * (0.8 if n == 2 else 1.0) / ident.face_size
         c = ident.landmarks[2]  # nose
         pos = (cw / 2 + (fx - 0.5) * width * 0.9, ch / 2 + rng.uniform(-0.05, 0.05) * height)
-        place = _affine(tx=pos[0], ty=pos[1]) @ _affine(s, rng.uniform(-8, 8)) @ _affine(tx=-c[0], ty=-c[1])
+        place = _mul(_affine(tx=pos[0], ty=pos[1]), _affine(s, rng.uniform(-8, 8)), _affine(tx=-c[0], ty=-c[1]))
         faces.append((ident, place))
     cam = dict(zoom=rng.uniform(0.03, 0.1), rot=rng.uniform(0.5, 3.0), pan_x=rng.uniform(0.02, 0.08) * width,
                pan_y=rng.uniform(0.01, 0.05) * height, period=rng.uniform(2.5, 5.0), phase=rng.uniform(0, 2 * np.pi))
@@ -296,27 +384,20 @@ def make_sample(
     fakes_per_real: int = 2,
     seconds: tuple[float, float] = (2.0, 3.0),
     two_face_every: int = 4,
-    detector=None,
     progress: bool = True,
     workers: int = 2,
 ) -> SampleSummary:
     """Write ``out/dfdc_train_part_K/{*.mp4, metadata.json}`` deterministically for ``seed``.
 
-    Every ``two_face_every``-th real video holds two faces. ``detector`` is a
-    :class:`dfdc.faces.detector.FaceDetector` (built on the CPU when None),
-    used once per photograph to find its landmarks. Every random choice is
-    drawn first, in order; then ``workers`` threads render and encode the
-    scenes, so the files do not depend on ``workers``.
+    Every ``two_face_every``-th real video holds two faces. Every random choice
+    is drawn first, in order; then ``workers`` threads render and encode the
+    scenes, so the files do not depend on ``workers`` (nor, through x264's fixed
+    thread count and machine-independent arithmetic, on the machine).
+    ``metadata.json`` carries, besides DFDC's keys, ``dataset: sample`` and for
+    each fake its manipulation: ``method`` (the blend region), ``sharpness``,
+    ``feather`` and ``colour``.
     """
-    from dfdc.preprocess import prefetch_map
-
-    if detector is None:
-        from dfdc.faces.detector import FaceDetector
-
-        detector = FaceDetector(device="cpu", min_score=0.9, max_faces=1)
-    idents = load_identities(detector)
-    if len(idents) < 3:
-        raise RuntimeError(f"only {len(idents)} shipped photographs have a detectable face")
+    idents = load_identities()
     backgrounds = _backgrounds()
     rng = np.random.default_rng(seed)
     used: set[str] = set()
@@ -339,7 +420,7 @@ def make_sample(
                         cast[1] = idents[(k + 1) % len(idents)]
                 name = _name(rng, used)
                 scene = _scene(rng, name, cast, backgrounds, width, height, rng.uniform(*seconds))
-                meta[name] = {"label": "REAL", "split": "train"}
+                meta[name] = {"label": "REAL", "split": "train", "dataset": "sample"}
                 fakes = []
                 for j in range(fakes_per_real):
                     others = [i for i in idents if all(i is not c for c in cast)]
@@ -354,7 +435,9 @@ def make_sample(
                     )
                     fake_name = _name(rng, used)
                     fakes.append((fake_name, spec))
-                    meta[fake_name] = {"label": "FAKE", "split": "train", "original": name}
+                    meta[fake_name] = {"label": "FAKE", "split": "train", "original": name, "dataset": "sample",
+                                       "method": spec.region, "sharpness": spec.sharpness,
+                                       "feather": spec.feather, "colour": round(spec.colour, 4)}
                 jobs.append((part_dir, scene, fakes))
             metas.append((part_dir, meta))
         bar = tqdm(total=n_real * (1 + fakes_per_real), desc="sample", unit="video", disable=not progress)

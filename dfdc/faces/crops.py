@@ -19,3 +19,8 @@ def cut(frame: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     """The pixels of ``frame`` inside an integer crop box."""
     x1, y1, x2, y2 = box
     return np.ascontiguousarray(frame[y1:y2, x1:x2])
+
+
+def crop_key(video: str, frame: int, track: int) -> str:
+    """Key of one face crop; a fake's crop and its original's share (frame, track)."""
+    return f"{video}|{frame:06d}|{track}"

@@ -6,7 +6,7 @@ boxes/landmarks are mapped back to full-resolution pixels.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import cv2
 import numpy as np
@@ -15,6 +15,9 @@ from numba import njit
 from torch import nn
 
 from dfdc.device import pick_device
+
+if TYPE_CHECKING:
+    from dfdc.config.detect import DetectParams
 
 
 def detector_scale(width: int, height: int) -> float:
@@ -227,6 +230,13 @@ class FaceDetector:
         self.max_faces = max_faces
         self.batch_size = batch_size
         self.scale = scale
+
+    @classmethod
+    def from_params(cls, p: "DetectParams", **overrides: Any) -> "FaceDetector":
+        """A detector with the settings of a `detect` params section; ``overrides`` win (e.g. ``device``)."""
+        kw = {"device": p.device, "thresholds": p.thresholds, "min_score": p.min_score,
+              "min_face_size": p.min_face_size, "max_faces": p.max_faces, "batch_size": p.batch_size}
+        return cls(**{**kw, **overrides})
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[Faces]:
         """Detect faces in RGB frames of one size; returns one :class:`Faces` per frame.

@@ -4,7 +4,10 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 from numpy.typing import ArrayLike
+
+NO_FACE = 0.5
 
 
 def _frames(p: ArrayLike) -> np.ndarray:
@@ -84,3 +87,21 @@ def aggregate_tracks(p: ArrayLike, tracks: ArrayLike, strategy: str, min_len: in
     ids, counts = np.unique(tracks, return_counts=True)
     keep = ids[counts >= min(min_len, counts.max())]
     return max(aggregate(p[tracks == t], strategy, fallback) for t in keep)
+
+
+def video_scores(videos: pd.DataFrame, frames: pd.DataFrame, strategy: str, fallback: float = NO_FACE) -> pd.DataFrame:
+    """One row per video of ``videos``: prob from ``frames`` (video, track, prob), n_frames, reason.
+
+    Each face track is aggregated with ``strategy`` and the most fake track
+    decides. A video with no scored frame gets ``fallback`` and the reason "no face".
+    """
+    groups = dict(tuple(frames.groupby("video"))) if len(frames) else {}
+    rows = []
+    for v in videos.itertuples():
+        g = groups.get(v.video)
+        if g is None:
+            rows.append({"prob": float(fallback), "n_frames": 0, "reason": "no face"})
+        else:
+            rows.append({"prob": aggregate_tracks(g["prob"], g["track"], strategy, fallback=fallback),
+                         "n_frames": len(g), "reason": ""})
+    return videos.reset_index(drop=True).assign(**pd.DataFrame(rows, index=range(len(rows))))

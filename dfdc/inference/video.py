@@ -1,74 +1,35 @@
-"""Score raw videos with a trained ensemble: decode -> detect -> crop -> classify -> aggregate.
+"""Score raw videos and still images with a trained ensemble: decode -> detect -> crop -> classify -> aggregate.
 
-Models are loaded once; ``workers`` threads each take a whole video (decode,
+Models are loaded once; ``workers`` threads each take a whole input (decode,
 detect, classify), torch's intra-op threads shared out between them. Faces are
-detected on a subset of the sampled frames and carried along their tracks to the
-others. Every input file gets a result: a file that cannot be scored gets 0.5
-and the reason.
+detected on a subset of the sampled frames and carried along their tracks to
+the others; each model gets crops at its own margin, scored by the one scorer.
+Every input gets a result: one that cannot be scored gets 0.5 and the reason.
 """
 from __future__ import annotations
 
+import csv
 import json
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from dfdc.data.augment import val_transforms
 from dfdc.faces.crops import crop_box, cut
 from dfdc.faces.tracks import detect_subset, interpolate_tracks, link_tracks
-from dfdc.inference.aggregate import aggregate_tracks
-from dfdc.inference.predict import NO_FACE, load_checkpoint
-from dfdc.preprocess import prefetch_map
+from dfdc.inference.aggregate import NO_FACE, aggregate_tracks
+from dfdc.inference import scorer
+from dfdc.inference.scorer import ScoringModel
+from dfdc.parallel import prefetch_map
 from dfdc.store import atomic_path
-from dfdc.video import VideoError, probe, read_frames, sample_indices
-
-
-@dataclass
-class LoadedModel:
-    name: str
-    model: torch.nn.Module
-    input_size: int
-    mean: np.ndarray
-    std: np.ndarray
-    transform: object = field(repr=False)
-
-
-def load_ensemble(checkpoints: Sequence[str | Path], device: torch.device) -> list[LoadedModel]:
-    """Load each checkpoint once (weights channels-last); a missing file raises FileNotFoundError naming it."""
-    out = []
-    for path in checkpoints:
-        model, ckpt = load_checkpoint(path, device=str(device))
-        spec = model.spec
-        if device.type == "cpu":
-            model = fold_batch_norms(model)
-        model = model.to(memory_format=torch.channels_last)  # crops arrive channels-last: a little faster, same scores
-        size = int(ckpt["params"]["input_size"])
-        out.append(LoadedModel(ckpt.get("name", Path(path).parent.name), model, size,
-                               np.asarray(spec.mean, np.float32), np.asarray(spec.std, np.float32),
-                               val_transforms(size)))
-    return out
-
-
-def fold_batch_norms(model: torch.nn.Module) -> torch.nn.Module:
-    """An eval-mode copy with each Conv2d -> BatchNorm2d pair folded into one convolution (torch.fx).
-
-    The same function up to float rounding, about 10% faster for a ResNet on a
-    CPU. Norms that timm fuses with their activation are left as they are, and
-    so is a model that torch.fx cannot trace.
-    """
-    from torch.fx.experimental.optimization import fuse
-
-    try:
-        return fuse(model.eval())
-    except Exception:  # noqa: BLE001 - an untraceable model still scores, unfolded
-        return model
+from dfdc.video import VideoError, image_format, probe, read_frames, read_image, sample_indices
 
 
 @dataclass
@@ -76,67 +37,47 @@ class VideoResult:
     filename: str
     prob: float
     reason: str = ""
+    kind: str = "video"  # video | image | other
     frames: list[int] = field(default_factory=list)
-    faces: list[dict] = field(default_factory=list)  # frame, box, per-model and mean score
+    faces: list[dict] = field(default_factory=list)  # frame, box, per-model and ensemble score
     model_probs: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     size: tuple[int, int] = (0, 0)
     thumbs: list[tuple[np.ndarray, float]] = field(default_factory=list, repr=False)  # for reports
 
 
-def _decode(path: Path, n_frames: int):
-    t0 = time.perf_counter()
+def _decode(path: Path, n_frames: int) -> tuple[dict[int, np.ndarray], str, str]:
+    """(frames by index, error, kind): ``n_frames`` evenly sampled video frames, or a still image as frame 0."""
+    if path.is_symlink() and not path.exists():
+        return {}, f"broken link: points to {os.readlink(path)!r}, which does not exist", "other"
     try:
+        if path.stat().st_size == 0:
+            return {}, "zero-byte file", "other"
+        if image_format(path) is not None:
+            return {0: read_image(path)}, "", "image"
         info = probe(path, verify=False)
         frames, _ = read_frames(path, sample_indices(info.frames, count=n_frames))
-        error = "" if frames else "no frame could be decoded"
+        return frames, "" if frames else "truncated or corrupt video: none of its frames could be decoded", "video"
     except VideoError as e:
-        frames, error = {}, str(e).removeprefix(f"{path}: ")
+        return {}, str(e).removeprefix(f"{path}: "), "other"
     except Exception as e:  # noqa: BLE001 - any file must yield a row, never a crash
-        frames, error = {}, f"{type(e).__name__}: {e}"
-    return path, frames, error, time.perf_counter() - t0
+        return {}, f"{type(e).__name__}: {e}", "other"
 
 
-def _preprocess(m: LoadedModel, crops: list[np.ndarray]) -> torch.Tensor:
-    """Resized and padded crops as one uint8 batch (N, S, S, 3); normalised later, on the device."""
-    return torch.from_numpy(np.stack([m.transform(image=c)["image"] for c in crops]))
+def _no_face_reason(w: int, h: int, min_face_size: int) -> str:
+    if max(w, h) < min_face_size:
+        return (f"no face: the frames ({w}x{h} px) are smaller than the smallest face the detector looks for "
+                f"({min_face_size} px)")
+    return "no face"
 
 
-@torch.inference_mode()
-def _classify(models: list[LoadedModel], crops: list[np.ndarray], device: torch.device, tta: bool,
-              batch_size: int) -> dict[str, np.ndarray]:
-    """P(fake) per crop and model; ``tta`` averages each crop's logit with its mirror's.
-
-    The crop and its mirror go through the model in one batch: one forward call
-    instead of two, with the same logits.
-    """
-    out = {}
-    for m in models:
-        images = _preprocess(m, crops)  # (N, S, S, 3) uint8
-        mean = torch.as_tensor(m.mean, device=device)
-        std = torch.as_tensor(m.std, device=device)
-        probs = []
-        for start in range(0, len(crops), batch_size):
-            x = images[start:start + batch_size].to(device)
-            x = ((x.float() / 255 - mean) / std).permute(0, 3, 1, 2)  # (B, 3, S, S), channels-last in memory
-            n = len(x)
-            if tta:
-                x = torch.cat([x, torch.flip(x, dims=[3])])  # (2B, 3, S, S)
-            with torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
-                logits = m.model(x).float()
-            if tta:
-                logits = (logits[:n] + logits[n:]) / 2
-            probs.append(torch.sigmoid(logits).cpu().numpy())
-        out[m.name] = np.concatenate(probs)
-    return out
-
-
-def _score_video(path: Path, models: list[LoadedModel], detector, *, frames: int, detect_every: int,
-                 strategy: str, tta: bool, margin: float, batch_size: int, device: torch.device,
-                 thumbs: bool) -> VideoResult:
-    """Decode, detect, classify and aggregate one video (unclipped probability)."""
-    _, decoded, error, t_decode = _decode(path, frames)
-    res = VideoResult(path.name, NO_FACE, timings={"decode": t_decode})
+def _score_video(path: Path, models: list[ScoringModel], detector, *, frames: int, detect_every: int,
+                 strategy: str, tta: bool, margins: dict[str, float], link: dict, batch_size: int,
+                 device: torch.device, thumbs: bool) -> VideoResult:
+    """Decode, detect, crop per model, classify and aggregate one input (unclipped probability)."""
+    t0 = time.perf_counter()
+    decoded, error, kind = _decode(path, frames)
+    res = VideoResult(path.name, NO_FACE, kind=kind, timings={"decode": time.perf_counter() - t0})
     if error:
         res.reason = error
         return res
@@ -150,34 +91,58 @@ def _score_video(path: Path, models: list[LoadedModel], detector, *, frames: int
         rest = sorted(set(idx) - set(looked))
         by_frame = dict(zip(looked, found)) | dict(zip(rest, detector.detect([decoded[i] for i in rest])))
         looked, found = idx, [by_frame[i] for i in idx]
-    track_ids = link_tracks(looked, [f.boxes for f in found])
+    track_ids = link_tracks(looked, [f.boxes for f in found], **link)
     rows = [np.hstack([f.boxes, f.scores[:, None]]) for f in found]  # (K, 5): box, detector score
-    filled = interpolate_tracks(idx, looked, rows, track_ids)
+    filled = interpolate_tracks(idx, looked, rows, track_ids, max_gap=link.get("max_gap", 2))
     res.timings["detect"] = time.perf_counter() - t0
-    crops, meta = [], []
+    meta = []
     for i, (faces, tids, hit) in zip(idx, filled):
         for row, track, detected in zip(faces, tids, hit):
-            cb = crop_box(row[:4], w, h, margin)
-            crops.append(cut(decoded[i], cb))
-            meta.append({"frame": i, "track": int(track), "box": [int(v) for v in cb],
-                         "det_score": float(row[4]), "detected": bool(detected)})
-    if not crops:
-        res.reason = "no face"
+            meta.append({"frame": i, "track": int(track), "face": row[:4], "det_score": float(row[4]),
+                         "detected": bool(detected)})
+    if not meta:
+        res.reason = _no_face_reason(w, h, detector.min_face_size)
         return res
     t0 = time.perf_counter()
-    per_model = _classify(models, crops, device, tta, batch_size)
+    per_model, crops_at = classify_faces(decoded, meta, models, margins, tta=tta, batch_size=batch_size,
+                                         device=device)
     res.timings["classify"] = time.perf_counter() - t0
-    tracks = np.array([m["track"] for m in meta])
-    res.model_probs = {n: aggregate_tracks(p, tracks, strategy) for n, p in per_model.items()}
-    mean = np.mean(list(per_model.values()), axis=0)
-    for m, p_mean, k in zip(meta, mean, range(len(meta))):
-        m["prob"] = float(p_mean)
-        m["model_probs"] = {n: float(p[k]) for n, p in per_model.items()}
+    weights = np.array([m.weight for m in models], np.float64)
+    weights /= weights.sum()
+    tracks = np.array([f["track"] for f in meta])
+    res.model_probs = {m.name: aggregate_tracks(per_model[m.name], tracks, strategy) for m in models}
+    frame_probs = sum(wt * per_model[m.name] for wt, m in zip(weights, models))
+    first = margins[models[0].name]
+    for k, f in enumerate(meta):
+        f["box"] = [int(v) for v in crop_box(f.pop("face"), w, h, first)]
+        f["prob"] = float(frame_probs[k])
+        f["model_probs"] = {m.name: float(per_model[m.name][k]) for m in models}
     res.faces = meta
     if thumbs:
-        res.thumbs = [(_thumb(c), float(p)) for c, p in zip(crops, mean)]
-    res.prob = float(np.mean(list(res.model_probs.values())))
+        res.thumbs = [(_thumb(c), float(p)) for c, p in zip(crops_at[first], frame_probs)]
+    res.prob = float(sum(wt * res.model_probs[m.name] for wt, m in zip(weights, models)))
     return res
+
+
+def classify_faces(frames: dict[int, np.ndarray], faces: list[dict], models: list[ScoringModel],
+                   margins: dict[str, float], *, tta: bool, batch_size: int,
+                   device: torch.device | str) -> tuple[dict[str, np.ndarray], dict[float, list[np.ndarray]]]:
+    """P(fake) per face and model, each model on crops cut at its own margin around ``face["face"]`` (x1, y1, x2, y2).
+
+    Returns ({model: (N,) probabilities}, {margin: the N crops}).
+    """
+    per_model: dict[str, np.ndarray] = {}
+    crops_at: dict[float, list[np.ndarray]] = {}
+    for margin in sorted(set(margins[m.name] for m in models)):  # each model eats crops at its training margin
+        crops_at[margin] = [_crop(frames[f["frame"]], f["face"], margin) for f in faces]
+        group = [m for m in models if margins[m.name] == margin]
+        per_model.update(scorer.score(group, crops_at[margin], tta=tta, batch_size=batch_size, device=device))
+    return per_model, crops_at
+
+
+def _crop(frame: np.ndarray, face: np.ndarray, margin: float) -> np.ndarray:
+    """The crop of ``frame`` around face box ``face`` with ``margin``, as the crops stage cuts it."""
+    return cut(frame, crop_box(face, frame.shape[1], frame.shape[0], margin))
 
 
 @contextmanager
@@ -193,13 +158,14 @@ def _torch_threads(n: int) -> Iterator[None]:
 
 def predict_videos(
     paths: Iterable[Path],
-    models: list[LoadedModel],
+    models: list[ScoringModel],
     detector,
     frames: int = 32,
     detect_every: int = 10,
     strategy: str = "confident",
     tta: bool = False,
-    margin: float = 0.3,
+    margins: dict[str, float] | None = None,
+    link: dict | None = None,
     clip: tuple[float, float] = (0.01, 0.99),
     batch_size: int = 64,
     workers: int = 2,
@@ -212,23 +178,31 @@ def predict_videos(
     Of the ``frames`` frames sampled evenly, the detector sees the first, the last
     and about one every ``detect_every`` video frames between
     (:func:`dfdc.faces.tracks.detect_subset`; 1: all of them), and the rest too
-    when those hold no face; the faces are linked into tracks and carried to the
-    other sampled frames along each track
-    (:func:`dfdc.faces.tracks.interpolate_tracks`). ``workers`` videos are scored
-    at once, each in its own thread (0: one after the other in this thread), with
-    torch's intra-op threads divided between them. ``thumbs`` keeps small face
-    thumbnails with their scores for :func:`write_report`.
+    when those hold no face; the faces are linked into tracks (``link``: min_iou,
+    max_gap) and carried to the other sampled frames along each track
+    (:func:`dfdc.faces.tracks.interpolate_tracks`). A still image is one frame.
+    Each model gets crops at its margin (``margins``, default 0.3) and the ensemble
+    score is the models' weighted mean. ``workers`` inputs are scored at once, each
+    in its own thread (0: one after the other in this thread), with torch's
+    intra-op threads divided between them. ``thumbs`` keeps small face thumbnails
+    with their scores for :func:`write_report`.
     """
     if detect_every < 1:
         raise ValueError(f"detect_every must be >= 1, got {detect_every}")
+    clip_models = [m.name for m in models if m.spec.input != "frame"]
+    if clip_models:
+        raise ValueError(f"{', '.join(clip_models)}: a clip model; dfdc predict scores frame models "
+                         "(clip models are scored on stored clips by their predict stage)")
     device = torch.device(device)
     paths = list(paths)
-    score = partial(_score_video, models=models, detector=detector, frames=frames, detect_every=detect_every,
-                    strategy=strategy, tta=tta, margin=margin, batch_size=batch_size, device=device, thumbs=thumbs)
+    margins = margins or {m.name: 0.3 for m in models}
+    score_one = partial(_score_video, models=models, detector=detector, frames=frames, detect_every=detect_every,
+                        strategy=strategy, tta=tta, margins=margins, link=link or {}, batch_size=batch_size,
+                        device=device, thumbs=thumbs)
     results = []
-    bar = tqdm(total=len(paths), desc="predict", unit="video", disable=not progress)
+    bar = tqdm(total=len(paths), desc="predict", unit="file", disable=not progress)
     with _torch_threads(max(1, torch.get_num_threads() // max(1, workers))):
-        for res in prefetch_map(score, paths, workers):
+        for res in prefetch_map(score_one, paths, workers):
             results.append(res)
             bar.update(1)
     bar.close()
@@ -237,21 +211,53 @@ def predict_videos(
     return results
 
 
-def list_inputs(folder: str | Path) -> list[Path]:
-    """Every regular, non-hidden file in ``folder`` (sorted); errors name the folder."""
+@dataclass
+class Inputs:
+    """What a folder offers: the files to score, and what is not scored (subfolders, hidden entries)."""
+
+    files: list[Path]
+    subfolders: list[str]
+    hidden: list[str]
+
+    def skipped(self) -> str:
+        """One line on what was not scored, or ''."""
+        parts = []
+        if self.subfolders:
+            shown = ", ".join(f"{d}/" for d in self.subfolders[:5]) + (" ..." if len(self.subfolders) > 5 else "")
+            parts.append(f"{len(self.subfolders)} subfolder(s) not scored ({shown}): pass a subfolder itself "
+                         "to score its files")
+        if self.hidden:
+            parts.append(f"{len(self.hidden)} hidden entr{'y' if len(self.hidden) == 1 else 'ies'} not scored")
+        return "; ".join(parts)
+
+
+def list_inputs(folder: str | Path) -> Inputs:
+    """Every non-hidden entry directly in ``folder`` that is not a folder (files and links, broken ones too)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"videos folder not found: {folder}")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    files, subfolders, hidden = [], [], []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):
+            hidden.append(p.name)
+        elif p.is_dir():
+            subfolders.append(p.name)
+        else:
+            files.append(p)
     if not files:
-        raise ValueError(f"no files to score in {folder}")
-    return files
+        extra = f" ({Inputs([], subfolders, hidden).skipped()})" if subfolders or hidden else ""
+        raise ValueError(f"no files to score in {folder}{extra}")
+    return Inputs(files, subfolders, hidden)
 
 
 def write_submission(results: list[VideoResult], out: str | Path) -> None:
-    """DFDC submission CSV: ``filename,label`` with label = P(fake)."""
+    """DFDC submission CSV: ``filename,label`` with label = P(fake), written by the csv module (UTF-8)."""
     with atomic_path(out) as tmp:
-        tmp.write_text("filename,label\n" + "".join(f"{r.filename},{r.prob:.6f}\n" for r in results))
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["filename", "label"])
+            for r in results:
+                w.writerow([r.filename, f"{r.prob:.6f}"])
 
 
 def _thumb(crop: np.ndarray, side: int = 96) -> np.ndarray:
@@ -263,7 +269,7 @@ def _thumb(crop: np.ndarray, side: int = 96) -> np.ndarray:
 
 
 def write_report(res: VideoResult, out_dir: str | Path) -> tuple[Path, Path]:
-    """Per-video JSON and a PNG a person can read: score over time, face thumbnails, verdict."""
+    """Per-input JSON and a PNG a person can read: score over time, face thumbnails, verdict."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -276,8 +282,9 @@ def write_report(res: VideoResult, out_dir: str | Path) -> tuple[Path, Path]:
     with atomic_path(js) as tmp:
         tmp.write_text(json.dumps({
             "filename": res.filename, "prob": res.prob, "verdict": verdict(res), "reason": res.reason,
-            "model_probs": res.model_probs, "frames": res.frames, "faces": res.faces,
-            "timings_s": res.timings, "size": list(res.size)}, indent=2) + "\n")
+            "kind": res.kind, "model_probs": res.model_probs, "frames": res.frames, "faces": res.faces,
+            "timings_s": res.timings, "size": list(res.size)}, indent=2, ensure_ascii=False) + "\n",
+            encoding="utf-8")
     thumbs = res.thumbs
     n = min(len(thumbs), 8)
     fig = plt.figure(figsize=(10, 5 if n else 3.5))
@@ -293,7 +300,8 @@ def write_report(res: VideoResult, out_dir: str | Path) -> tuple[Path, Path]:
     ax.set_xlabel("frame")
     ax.set_ylabel("P(fake)")
     ax.legend(loc="upper right", fontsize=8)
-    ax.set_title(f"{res.filename}: {verdict(res)}" + (f" ({res.reason})" if res.reason else ""), fontsize=11)
+    title = f"{res.filename}: {verdict(res)}" + (f" ({res.reason})" if res.reason else "")
+    ax.set_title(title if len(title) < 110 else title[:107] + "...", fontsize=10)
     for k in range(n):
         image, p = thumbs[int(k * len(thumbs) / n)]
         tax = fig.add_subplot(grid[1, k])
@@ -309,7 +317,7 @@ def write_report(res: VideoResult, out_dir: str | Path) -> tuple[Path, Path]:
 
 
 def verdict(res: VideoResult) -> str:
-    """Readable verdict for a video result."""
+    """Readable verdict for a result."""
     if res.reason:
         return "UNSCORED (0.5)"
     return "FAKE" if res.prob >= 0.5 else "REAL"

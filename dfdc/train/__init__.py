@@ -1,4 +1,1 @@
-"""Training: losses."""
-from dfdc.train.losses import split_bce
-
-__all__ = ["split_bce"]
+"""Training: the loop and its pieces (data, step, optim, checkpoint, losses)."""

@@ -1,15 +1,16 @@
-"""One readable training loop: plain functions, a checkpoint is a plain dict.
+"""The training loop: plain functions over the data, step, validation and checkpoint modules.
 
-CUDA with AMP when present, else CPU. Real and fake crops are balanced each
-epoch; the loss is the 1st-place split BCE. Validation scores the holdout
-fold at video level (frame probabilities averaged per video). A checkpoint
-is written every epoch (`last.pt`) plus the best by validation log loss
-(`best.pt`); a killed run resumes from `last.pt` when its params match.
+CUDA with AMP when present, else CPU. Each epoch balances real and fake crops
+(or walks the aligned pairs); a step sums the 1st-place split BCE and the
+model's own loss terms after the batch-level mixes. Validation scores the
+holdout fold with the scorer and aggregates per video exactly as
+`predict@MODEL` does, so the best epoch is chosen by the metric the pipeline
+reports. `last.pt` is written every epoch and `best.pt` at the best validation
+log loss; a killed run resumes from `last.pt` when its params and data match.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
 from pathlib import Path
@@ -18,179 +19,152 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from dfdc.config import ModelParams
-from dfdc.data.augment import train_transforms, val_transforms
-from dfdc.data.dataset import AlignedMixupDataset, CropDataset, aligned_pairs, balanced_indices
-from dfdc.evaluate import binary_metrics
+from dfdc.config.predict import PredictParams
+from dfdc.config.train import ModelParams
+from dfdc.data.mix import AlignedMixup
 from dfdc.device import pick_device
-from dfdc.inference.predict import predict_frames
-from dfdc.models import create_model
-from dfdc.store import atomic_path
-from dfdc.train.losses import split_bce
+from dfdc.evaluate import binary_metrics
+from dfdc.inference.holdout import holdout_videos, score_holdout
+from dfdc.inference.scorer import ScoringModel
+from dfdc.models import DeepfakeModel, create_model
+from dfdc.train import checkpoint
+from dfdc.train.data import TrainData, build_train_data, data_fingerprint
+from dfdc.train.optim import make_optimizer, make_schedule
+from dfdc.train.step import NaNLossError, train_step
 
 log = logging.getLogger("dfdc.train")
 
-
-class NaNLossError(FloatingPointError):
-    """The training loss became NaN or infinite."""
+__all__ = ["NaNLossError", "build_model", "train_model", "validate"]
 
 
-def split_by_fold(crops: pd.DataFrame, folds: pd.DataFrame, holdout: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(train crops, holdout crops) by the video's fold."""
-    table = crops.merge(folds[["video", "fold"]], on="video", how="inner")
-    return table[table["fold"] != holdout].reset_index(drop=True), table[table["fold"] == holdout].reset_index(drop=True)
+def build_model(p: ModelParams, backbone: checkpoint.Checkpoint | None = None) -> DeepfakeModel:
+    """The model of an entry: its architecture, pretrained weights, and another model's backbone if given."""
+    model = create_model(p.arch, input_size=p.input_size, drop_rate=p.drop_rate, drop_path_rate=p.drop_path_rate,
+                         pretrained=p.pretrained)
+    if backbone is not None:
+        n = model.load_backbone(backbone.weights, f"backbone_from {backbone.name} ({backbone.path})")
+        log.info("backbone: %d tensors from %s", n, backbone.path)
+    return model
 
 
-def make_optimizer(model: torch.nn.Module, p: ModelParams) -> torch.optim.Optimizer:
-    """AdamW, or SGD with Nesterov momentum (the 1st-place recipe)."""
-    if p.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=p.lr, momentum=p.momentum, nesterov=True,
-                               weight_decay=p.weight_decay)
-    return torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+def validate(model: DeepfakeModel, name: str, data: TrainData, folds: pd.DataFrame, holdout: int,
+             directory: str | Path, scoring: PredictParams, device: torch.device) -> dict[str, Any]:
+    """Video-level holdout metrics, scored and aggregated as `predict@MODEL` scores them."""
+    videos = holdout_videos(folds, holdout)
+    scored, _ = score_holdout(ScoringModel(name, model), data.val, videos, directory, strategy=scoring.strategy,
+                              tta=scoring.tta, batch_size=scoring.batch_size, device=device)
+    return binary_metrics(scored["label"].to_numpy(), scored["prob"].to_numpy())
 
 
-def make_schedule(opt: torch.optim.Optimizer, p: ModelParams, total_steps: int):
-    """Per-step schedule: one-cycle, poly (power 0.9) or constant."""
-    total_steps = max(1, total_steps)
-    if p.schedule == "onecycle" and total_steps >= 4:  # shorter runs cannot hold a warm-up phase
-        pct = max(0.2, 2 / total_steps)  # at least two warm-up steps
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p.lr, total_steps=total_steps, pct_start=pct)
-    if p.schedule == "poly":
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / total_steps) ** 0.9)
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-
-
-def _loader(ds, batch_size: int, workers: int, indices=None) -> DataLoader:
-    sampler = list(indices) if indices is not None else None
-    return DataLoader(ds, batch_size=batch_size, sampler=sampler,
-                      num_workers=workers, drop_last=False, persistent_workers=False)
-
-
-def video_metrics(table: pd.DataFrame, probs: np.ndarray) -> dict:
-    """Video-level metrics from frame probabilities (mean per video)."""
-    per_video = table.assign(prob=probs).groupby("video").agg(label=("label", "first"), prob=("prob", "mean"))
-    return binary_metrics(per_video["label"].to_numpy(), per_video["prob"].to_numpy())
-
-
-def _save(obj: dict, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+def _resume(last: Path, model, opt, sched, scaler, rng, resolved: dict, holdout: int, fingerprint: str,
+            name: str, device: torch.device) -> tuple[int, dict | None, list[dict]]:
+    """(first epoch to run, best row, history) from ``last`` when it is this run's; (0, None, []) otherwise."""
+    if not last.exists():
+        return 0, None, []
+    try:
+        ckpt = checkpoint.load(last, device)
+    except checkpoint.CheckpointError as e:
+        log.info("%s: %s; starting over", name, e)
+        return 0, None, []
+    state = ckpt.state or {}
+    if ckpt.params != resolved or state.get("holdout") != holdout or state.get("data") != fingerprint:
+        log.info("%s: %s holds another run's params or data; starting over", name, last)
+        return 0, None, []
+    model.load_state_dict(ckpt.weights)
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    rng.bit_generator.state = state["rng"]
+    torch.set_rng_state(state["torch_rng"])
+    log.info("%s: resuming after epoch %d", name, ckpt.epoch + 1)
+    return ckpt.epoch + 1, ckpt.best, ckpt.history
 
 
 def train_model(
     name: str,
     p: ModelParams,
-    crops: pd.DataFrame,
+    inputs: pd.DataFrame,
     folds: pd.DataFrame,
-    crops_dir: str | Path,
+    inputs_dir: str | Path,
     out_dir: str | Path,
+    *,
     holdout: int = 0,
     device: str = "auto",
+    scoring: PredictParams | None = None,
+    preprocess: dict[str, Any] | None = None,
+    data_info: dict[str, Any] | None = None,
+    backbone: checkpoint.Checkpoint | None = None,
     live_dir: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train model ``name`` with params ``p``; returns the best epoch's validation metrics."""
+    """Train model ``name`` with params ``p``; returns the best epoch's validation metrics and the history.
+
+    ``inputs`` is the crops table (or a clips table for a clip model) over the shards in
+    ``inputs_dir``. ``scoring`` is how the holdout is scored (the `predict` section).
+    ``preprocess`` (the detect/crops settings of the crops) and ``data_info`` (what the
+    data is) are recorded in the checkpoints. ``backbone`` is another model's checkpoint
+    whose backbone this one starts from.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    scoring = scoring or PredictParams()
     dev = pick_device(device)
     torch.manual_seed(p.seed)
     rng = np.random.default_rng(p.seed)
     resolved = dataclasses.asdict(p)
 
-    train_table, val_table = split_by_fold(crops, folds, holdout)
-    for part, table in (("training", train_table), ("holdout", val_table)):
-        if len(table) == 0:
-            raise ValueError(f"no {part} crops: the crops table and the folds (holdout fold {holdout}) "
-                             "share no video of that part")
-    model = create_model(p.arch, drop_rate=p.drop_rate, drop_path_rate=p.drop_path_rate, pretrained=p.pretrained)
-    model.to(dev)
-    mean, std = model.spec.mean, model.spec.std
-    augment = train_transforms(p.input_size, seed=p.seed, paired=p.aligned_mixup, **dataclasses.asdict(p.augment))
-    if p.aligned_mixup:
-        pairs = aligned_pairs(train_table)
-        if len(pairs) == 0:
-            raise ValueError("aligned_mixup: no fake crop has its original's crop in the training folds")
-        train_ds = AlignedMixupDataset(pairs, crops_dir, augment, mean, std)
-    else:
-        train_ds = CropDataset(train_table, crops_dir, augment, mean, std)
-    val_ds = CropDataset(val_table, crops_dir, val_transforms(p.input_size), mean, std)
-    val_loader = _loader(val_ds, p.batch_size * 2, p.workers)
-    labels = train_table["label"].to_numpy()
-
-    def epoch_indices() -> np.ndarray:
-        """Aligned pairs in a new order, or real and fake crops balanced."""
-        return rng.permutation(len(train_ds)) if p.aligned_mixup else balanced_indices(labels, rng)
-
-    steps_per_epoch = math.ceil((len(train_ds) if p.aligned_mixup else
-                                 len(balanced_indices(labels, np.random.default_rng(0)))) / p.batch_size)
-
+    model = build_model(p, backbone).to(dev)
+    data = build_train_data(p, model.spec, inputs, folds, inputs_dir, holdout)
+    mixes = [AlignedMixup()] if p.aligned_mixup else []
     opt = make_optimizer(model, p)
-    sched = make_schedule(opt, p, steps_per_epoch * p.epochs)
+    sched = make_schedule(opt, p, data.steps_per_epoch * p.epochs)
     scaler = torch.amp.GradScaler("cuda", enabled=dev.type == "cuda")
-    start, best, history = 0, None, []
-
+    # a resume must not cross data, nor weights that the run started from
+    starts = [backbone.path if backbone is not None else None,
+              p.pretrained if p.pretrained and Path(p.pretrained).is_file() else None]
+    fingerprint = data_fingerprint(data.table, data.val, inputs_dir, [f for f in starts if f is not None])
     last = out_dir / "last.pt"
-    data = data_fingerprint(train_table, val_table, crops_dir)
-    if last.exists():
-        ckpt = torch.load(last, map_location=dev, weights_only=False)
-        if ckpt.get("params") == resolved and ckpt.get("holdout") == holdout and ckpt.get("data") == data:
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            sched.load_state_dict(ckpt["scheduler"])
-            scaler.load_state_dict(ckpt["scaler"])
-            start, best, history = ckpt["epoch"] + 1, ckpt["best"], ckpt["history"]
-            rng.bit_generator.state = ckpt["rng"]
-            torch.set_rng_state(ckpt["torch_rng"])
-            log.info("%s: resuming after epoch %d", name, ckpt["epoch"])
-        else:
-            log.info("%s: %s holds another run's params or data; starting over", name, last)
+    start, best, history = _resume(last, model, opt, sched, scaler, rng, resolved, holdout, fingerprint, name, dev)
 
     live = _live(live_dir)
     for row in history:  # a resumed run replays its curves: DVC clears the dvclive dir before a stage runs
         _log(live, row)
     for epoch in range(start, p.epochs):
         model.train()
-        loader = _loader(train_ds, p.batch_size, p.workers, indices=epoch_indices())
         losses = []
-        bar = tqdm(loader, desc=f"{name} epoch {epoch + 1}/{p.epochs}", unit="batch", disable=not progress)
-        for step, (x, y, _) in enumerate(bar):
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)  # (B, 3, H, W), (B,)
-            with torch.autocast("cuda", dtype=torch.float16, enabled=dev.type == "cuda"):
-                loss = split_bce(model(x).float(), y)
-            if not torch.isfinite(loss):
-                raise NaNLossError(f"{name}: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                                   f"try a lower lr (now {p.lr}) or check the input crops")
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            losses.append(loss.item())
+        bar = tqdm(data.loader(data.epoch_indices(rng)), desc=f"{name} epoch {epoch + 1}/{p.epochs}",
+                   unit="batch", disable=not progress)
+        for step, batch in enumerate(bar):
+            where = f"at epoch {epoch + 1}, step {step + 1} (lr {p.lr})"
+            try:
+                losses.append(train_step(model, batch, opt, scaler, sched, mixes, rng, dev, where)["loss"])
+            except NaNLossError as e:
+                raise NaNLossError(f"{name}: {e}") from None
             bar.set_postfix(loss=f"{np.mean(losses):.4f}")
-        val = video_metrics(val_table, predict_frames(model, val_loader, dev))
-        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "lr": opt.param_groups[0]["lr"],
-               **{f"val_{k}": v for k, v in val.items() if isinstance(v, float)}}
+        val = validate(model, name, data, folds, holdout, inputs_dir, scoring, dev)
+        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "lr": float(opt.param_groups[-1]["lr"]),
+               **{f"val_{k}": float(v) for k, v in val.items() if isinstance(v, float)}}
         history.append(row)
         improved = best is None or val["log_loss"] < best["val_log_loss"]
         if improved:
             best = row
-        ckpt = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "scaler": scaler.state_dict(), "epoch": epoch, "best": best, "history": history,
-                "params": resolved, "holdout": holdout, "data": data, "name": name, "arch": p.arch,
-                "spec": dataclasses.asdict(model.spec), "rng": rng.bit_generator.state,
-                "torch_rng": torch.get_rng_state()}
+        ckpt = checkpoint.Checkpoint(
+            name=name, params=resolved, spec=model.spec.to_dict(), weights=model.state_dict(),
+            preprocess=preprocess, data=data_info, epoch=epoch, best=best, history=list(history),
+            state={"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
+                   "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "holdout": holdout,
+                   "data": fingerprint})
         if improved:
-            _save(ckpt, out_dir / "best.pt")
-        _save(ckpt, last)
+            checkpoint.save(out_dir / "best.pt", dataclasses.replace(ckpt, state=None))
+        checkpoint.save(last, ckpt)
         _log(live, row)
         print(f"{name} epoch {epoch + 1}: train loss {row['train_loss']:.4f}, "
               f"val log loss {val['log_loss']:.4f}, val auc {val['auc']:.3f}", flush=True)
     if live is not None:
         live.end()
-    return {"best": best, "history": history, "train_crops": len(train_table), "val_crops": len(val_table)}
+    return {"best": best, "history": history, "train_crops": data.train_rows, "val_crops": len(data.val)}
 
 
 def _live(live_dir):
@@ -211,14 +185,3 @@ def _log(live, row: dict) -> None:
         if k != "epoch" and isinstance(v, float) and math.isfinite(v):
             live.log_metric(k, v)
     live.next_step()
-
-
-def data_fingerprint(train: pd.DataFrame, val: pd.DataFrame, crops_dir: str | Path) -> str:
-    """Changes when the crops, their split or the shard files change (a resume must not cross data)."""
-    h = hashlib.sha1()
-    for table in (train, val):
-        h.update(pd.util.hash_pandas_object(table[["key", "shard", "label"]], index=False).to_numpy().tobytes())
-    for f in sorted(Path(crops_dir).iterdir()):
-        st = f.stat()
-        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()

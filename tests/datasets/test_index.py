@@ -156,7 +156,7 @@ def test_bad_inputs_are_recorded(tmp_path: Path, clips: dict[str, Path], caplog:
         return r["error"]
 
     assert "zero-byte" in err("part_bad/empty.mp4")
-    assert "cannot open" in err("part_bad/text.mp4")
+    assert "not a video or image file" in err("part_bad/text.mp4")
     assert "truncated" in err("part_bad/cut.mp4")
     assert err("part_bad/gone.mp4") == "file missing"
     assert rows["part_bad/gone.mp4"]["frames"] == -1 and math.isnan(rows["part_bad/gone.mp4"]["fps"])

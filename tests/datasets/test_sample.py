@@ -3,7 +3,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dfdc.datasets.sample import RESOLUTIONS, load_identities
+from dfdc.datasets.sample import PHOTO_FACES, REGIONS, RESOLUTIONS, _photos, load_identities
 from dfdc.video import probe, read_frames, sample_indices
 
 
@@ -26,12 +26,28 @@ def test_layout_and_metadata(tiny_sample):
     fakes = [p for p, e in meta.items() if e["label"] == "FAKE"]
     assert len(reals) == 4 and len(fakes) == 8
     for p, e in meta.items():
-        assert e["split"] == "train" and set(e) <= {"label", "split", "original"}
+        assert e["split"] == "train" and e["dataset"] == "sample"
         if e["label"] == "FAKE":
             original = p.parent / e["original"]
             assert meta[original]["label"] == "REAL"  # original in the same part
+            # the manipulation travels with the fake, as extra keys like DFDC's own
+            assert set(e) == {"label", "split", "original", "dataset", "method", "sharpness", "feather", "colour"}
+            assert e["method"] in REGIONS and 0 < e["sharpness"] < 1 and 0 < e["feather"] and 0 <= e["colour"] <= 1
         else:
-            assert "original" not in e
+            assert set(e) == {"label", "split", "dataset"}
+    assert {e["method"] for e in meta.values() if e["label"] == "FAKE"} == set(REGIONS)
+
+
+def test_index_records_the_blend_region_and_the_dataset(tiny_sample):
+    from dfdc.datasets.index import build_index, index_meta
+
+    meta = {p.name: e for p, e in _metadata(tiny_sample).items()}
+    index = build_index(tiny_sample, progress=False)
+    fakes = index[index["label"] == 1]
+    assert [meta[Path(v).name]["method"] for v in fakes["video"]] == fakes["method"].tolist()
+    assert index.loc[index["label"] == 0, "method"].isna().all()
+    assert set(index["dataset"]) == {"sample"}
+    assert index_meta(index, "x")["data"] == {"root": "x", "videos": 12, "datasets": {"sample": 12}}
 
 
 def test_fakes_are_frame_aligned_and_differ_only_around_the_face(tiny_sample, detector):
@@ -72,12 +88,11 @@ def test_mtcnn_finds_faces_in_real_videos(tiny_sample, detector):
     assert two_face_frames > 0, "the two-face video shows two faces"
 
 
-def test_deterministic_for_a_seed(tiny_sample, tmp_path, detector):
+def test_deterministic_for_a_seed(tiny_sample, tmp_path):
     from dfdc.datasets.sample import make_sample
 
     again = tmp_path / "again"
-    make_sample(again, seed=7, parts=2, reals_per_part=2, fakes_per_real=2, seconds=(1.0, 1.2),
-                detector=detector, progress=False)
+    make_sample(again, seed=7, parts=2, reals_per_part=2, fakes_per_real=2, seconds=(1.0, 1.2), progress=False)
     assert [(p.relative_to(again), e) for p, e in _metadata(again).items()] == [
         (p.relative_to(tiny_sample), e) for p, e in _metadata(tiny_sample).items()
     ]
@@ -87,8 +102,18 @@ def test_deterministic_for_a_seed(tiny_sample, tmp_path, detector):
     assert np.array_equal(a[3], b[3])
 
 
-def test_shipped_photographs_give_enough_identities(detector):
-    idents = load_identities(detector)
+def test_the_photo_face_table_is_what_the_detector_finds(detector):
+    """The sample uses a stored table, not the detector: the table must still be right."""
+    for name, photo in _photos():
+        faces = detector.detect([photo])[0]
+        box, landmarks = PHOTO_FACES[name]
+        assert len(faces), name
+        np.testing.assert_allclose(faces.boxes[0], box, atol=1.0, err_msg=name)
+        np.testing.assert_allclose(faces.landmarks[0], landmarks, atol=1.0, err_msg=name)
+
+
+def test_shipped_photographs_give_enough_identities():
+    idents = load_identities()
     assert len({i.name for i in idents}) >= 6
     for ident in idents:
         assert ident.landmarks.shape == (5, 2)
@@ -97,13 +122,43 @@ def test_shipped_photographs_give_enough_identities(detector):
     assert any(h > w for w, h in RESOLUTIONS)
 
 
-def test_files_do_not_depend_on_workers(tiny_sample, detector, tmp_path):
+def test_files_do_not_depend_on_workers(tiny_sample, tmp_path):
     from dfdc.datasets.sample import make_sample
 
     again = make_sample(tmp_path / "s", seed=7, parts=2, reals_per_part=2, fakes_per_real=2, seconds=(1.0, 1.2),
-                        two_face_every=4, detector=detector, progress=False, workers=0)
+                        two_face_every=4, progress=False, workers=0)
     assert again.reals == 4 and again.fakes == 8
     first = {p.relative_to(tiny_sample): p.read_bytes() for p in sorted(tiny_sample.rglob("*")) if p.is_file()}
     second = {p.relative_to(tmp_path / "s"): p.read_bytes() for p in sorted((tmp_path / "s").rglob("*")) if p.is_file()}
     assert first.keys() == second.keys() and len(first) == 14  # 12 videos, 2 metadata.json
     assert all(first[k] == second[k] for k in first)
+
+
+def test_files_do_not_depend_on_the_machine(tiny_sample, tmp_path):
+    """Byte-identical on another machine of the same kind: other core count, other SIMD paths.
+
+    The build runs in a subprocess pinned to one core (x264 picks its thread count from the
+    cores unless told), with OpenCV's AVX/AVX2 kernels, numpy's AVX2/FMA loops and OpenBLAS's
+    Haswell kernels switched off, as on a CPU that lacks them.
+    """
+    import os
+    import platform
+    import shutil
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    if platform.machine() in ("x86_64", "AMD64"):
+        env.update(OPENCV_CPU_DISABLE="AVX2,AVX,FMA3", NPY_DISABLE_CPU_FEATURES="AVX2 FMA3 AVX F16C",
+                   OPENBLAS_CORETYPE="Prescott")
+    code = ("from dfdc.datasets.sample import make_sample; import sys; make_sample(sys.argv[1], seed=7, parts=2, "
+            "reals_per_part=2, fakes_per_real=2, seconds=(1.0, 1.2), two_face_every=4, progress=False, workers=1)")
+    cmd = [sys.executable, "-c", code, str(tmp_path / "s")]
+    if shutil.which("taskset"):
+        cmd = ["taskset", "-c", "0", *cmd]
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    first = {p.relative_to(tiny_sample): p.read_bytes() for p in sorted(tiny_sample.rglob("*")) if p.is_file()}
+    second = {p.relative_to(tmp_path / "s"): p.read_bytes() for p in sorted((tmp_path / "s").rglob("*"))
+              if p.is_file()}
+    assert first.keys() == second.keys()
+    assert [k for k in first if first[k] != second[k]] == []

@@ -9,16 +9,16 @@ import timm.models._builder
 import torch
 import torch.nn.functional as F
 
-from dfdc.models import MODELS, ModelSpec, create_model, list_models
+from dfdc.models import MODELS, ModelOutput, ModelSpec, create_model, list_models
 
-IMAGENET = ModelSpec((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), (224, 224), "")
-EXPECTED_SPECS = {
-    "efficientnet_b0": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), (224, 224), "efficientnet_b0"),
-    "efficientnet_b7": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), (600, 600), "efficientnet_b7"),
-    "tf_efficientnet_b7_ns": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), (600, 600),
-                              "tf_efficientnet_b7.ns_jft_in1k"),
-    "xception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), (299, 299), "legacy_xception"),
-    "seresnext50_32x4d": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), (224, 224), "seresnext50_32x4d"),
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+EXPECTED_SPECS = {  # name: (mean, std, head)
+    "efficientnet_b0": (*IMAGENET, ("backbone.classifier",)),
+    "efficientnet_b7": (*IMAGENET, ("backbone.classifier",)),
+    "tf_efficientnet_b7_ns": (*IMAGENET, ("backbone.classifier",)),
+    "xception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), ("backbone.fc",)),
+    "seresnext50_32x4d": (*IMAGENET, ("backbone.fc",)),
+    "regnetx_002": (*IMAGENET, ("backbone.head.fc",)),
 }
 
 
@@ -52,40 +52,50 @@ def test_list_models_sorted_and_complete():
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_every_model_trains_one_step(name):
+def test_every_model_trains_one_step_through_its_spec(name):
+    """The registry sweep: each model eats what its spec says, gives (B,) logits, finite loss and gradients."""
     torch.manual_seed(0)
-    model = create_model(name, drop_rate=0.2).train()
-    x = torch.randn(2, 3, 64, 64)  # (B, C, H, W)
-    logits = model(x)
-    assert logits.shape == (2,)
-    loss = F.binary_cross_entropy_with_logits(logits, torch.tensor([0.0, 1.0]))
+    model = create_model(name, input_size=64, drop_rate=0.2).train()
+    spec = model.spec
+    assert isinstance(spec, ModelSpec) and spec.size == 64 and spec.input in ("frame", "clip")
+    shape = (2, 64, 64, 3) if spec.input == "frame" else (2, spec.clip_len, 64, 64, 3)
+    x = spec.prepare(torch.randint(0, 256, shape, dtype=torch.uint8))  # (B, 3, H, W) or (B, 3, T, H, W)
+    out = model(x)
+    assert isinstance(out, ModelOutput) and out.logits.shape == (2,)
+    loss = F.binary_cross_entropy_with_logits(out.logits, torch.tensor([0.0, 1.0]))
     assert math.isfinite(loss.item())
     loss.backward()
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
-
-    spec = model.spec
-    assert timm.is_model(spec.arch)
     assert len(spec.mean) == len(spec.std) == 3
     assert all(0.0 < m < 1.0 for m in spec.mean) and all(0.0 < s < 1.0 for s in spec.std)
-    h, w = spec.input_size
-    assert h == w and 200 <= h <= 600
+    heads = [n for n, _ in model.named_parameters() if spec.is_head(n)]
+    assert heads and len(heads) < len(list(model.parameters()))  # a head, and a backbone
+    assert ModelSpec.from_dict(spec.to_dict()) == spec
     if name in EXPECTED_SPECS:
-        assert (spec.mean, spec.std, spec.input_size, spec.arch) == EXPECTED_SPECS[name]
+        assert (spec.mean, spec.std, spec.head) == EXPECTED_SPECS[name]
 
 
 def test_single_image_batch_gives_one_logit():
     model = create_model("mobilenetv3_small_100").eval()
     with torch.no_grad():
-        assert model(torch.randn(1, 3, 64, 64)).shape == (1,)
+        assert model(torch.randn(1, 3, 64, 64)).logits.shape == (1,)
 
 
-@pytest.mark.parametrize("size, expected", [(380, (380, 380)), ((256, 192), (256, 192))])
-def test_input_size_override(size, expected):
-    spec = create_model("mobilenetv3_small_100", input_size=size).spec
-    assert spec.input_size == expected
-    assert spec.mean == IMAGENET.mean and spec.arch == "mobilenetv3_small_100"
+def test_the_spec_says_the_trained_input_size():
+    spec = create_model("mobilenetv3_small_100", input_size=380).spec
+    assert spec.size == 380 and spec.mean == IMAGENET[0] and spec.input == "frame"
+
+
+def test_param_groups_split_backbone_and_head():
+    model = create_model("resnet18")
+    groups = {g["name"]: g for g in model.param_groups(lr=0.1, weight_decay=0.0, backbone_lr_scale=0.1)}
+    assert groups["backbone"]["lr"] == pytest.approx(0.01) and groups["head"]["lr"] == 0.1
+    assert {id(p) for p in groups["head"]["params"]} == {id(model.backbone.fc.weight), id(model.backbone.fc.bias)}
+    frozen = model.param_groups(lr=0.1, weight_decay=0.0, backbone_lr_scale=0.0)
+    assert [g["name"] for g in frozen] == ["head"]
+    assert not model.backbone.conv1.weight.requires_grad and model.backbone.fc.weight.requires_grad
 
 
 def test_drop_rates_reach_timm():
@@ -113,15 +123,16 @@ def test_missing_weights_file(tmp_path, monkeypatch, missing):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError) as err:
         create_model("resnet18", pretrained=missing)
-    assert missing in str(err.value) and "nothing is downloaded" in str(err.value)
+    assert missing in str(err.value) and "resnet18" in str(err.value) and "'hub'" in str(err.value)
     with pytest.raises(FileNotFoundError, match="nope"):
         create_model("resnet18", pretrained=tmp_path / "nope")
 
 
-@pytest.mark.parametrize("pretrained", ["imagenet", True])
-def test_non_file_pretrained_refused(tmp_path, monkeypatch, pretrained):
+@pytest.mark.parametrize("pretrained, message", [("imagenet", "neither an existing file nor 'hub'"),
+                                                 (True, "ambiguous: pass 'hub'")])
+def test_non_file_pretrained_refused(tmp_path, monkeypatch, pretrained, message):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ValueError, match="no download"):
+    with pytest.raises(ValueError, match=message):
         create_model("resnet18", pretrained=pretrained)
 
 
@@ -142,7 +153,7 @@ def test_local_weights_load_exactly(tmp_path):
     assert not torch.equal(fresh.state_dict()["backbone.conv_stem.weight"], want["backbone.conv_stem.weight"])
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        assert torch.equal(source(x), loaded(x))
+        assert torch.equal(source(x).logits, loaded(x).logits)
 
 
 def test_weights_with_other_head_load_all_but_head(tmp_path):

@@ -7,9 +7,16 @@ import pytest
 import torch
 
 import dfdc.train.loop as loop
-from dfdc.config import AugmentParams, ModelParams
-from dfdc.evaluate import evaluate
-from dfdc.inference.predict import load_checkpoint, score_crops, video_scores
+import dfdc.train.step as step
+from dfdc.config.predict import PredictParams
+from dfdc.config.train import AugmentParams, ModelParams
+from dfdc.evaluate import binary_metrics, evaluate
+from dfdc.inference.aggregate import video_scores
+from dfdc.inference.holdout import holdout_videos, score_holdout
+from dfdc.inference.scorer import from_checkpoint, score_table
+from dfdc.train import checkpoint
+from dfdc.train.data import split_by_fold
+from dfdc.train.optim import make_optimizer, make_schedule
 
 
 def tiny_params(**kw) -> ModelParams:
@@ -30,15 +37,17 @@ def test_train_predict_evaluate_end_to_end(tiny_prep, tmp_path):
     tsv = tmp_path / "live" / "plots" / "metrics" / "val_log_loss.tsv"
     assert len(tsv.read_text().strip().splitlines()) == 3  # header + one row per epoch
 
-    model, ckpt = load_checkpoint(tmp_path / "m" / "best.pt")
-    assert ckpt["params"]["arch"] == "resnet18" and ckpt["params"]["input_size"] == 32
+    ckpt = checkpoint.load(tmp_path / "m" / "best.pt")
+    assert ckpt.params["arch"] == "resnet18" and ckpt.params["input_size"] == 32 and ckpt.spec["size"] == 32
+    assert ckpt.state is None and checkpoint.load(tmp_path / "m" / "last.pt").state is not None
+    model = from_checkpoint(tmp_path / "m" / "best.pt")
     folds = tiny_prep["folds"]
     videos = folds[folds["fold"] == 0][["video", "label", "fold"]]
     videos = pd.concat([videos, pd.DataFrame([{"video": "noface.mp4", "label": 1, "fold": 0}])])
     frames = tiny_prep["crops"][tiny_prep["crops"]["video"].isin(videos["video"])].reset_index(drop=True)
-    frames["prob"] = score_crops(model, frames, tiny_prep["crops_dir"], 32, batch_size=4, tta=True)
+    frames["prob"] = score_table([model], frames, tiny_prep["crops_dir"], batch_size=4, tta=True)[model.name]
     assert ((frames["prob"] > 0) & (frames["prob"] < 1)).all()
-    again = score_crops(model, frames, tiny_prep["crops_dir"], 32, batch_size=16, tta=True)
+    again = score_table([model], frames, tiny_prep["crops_dir"], batch_size=16, tta=True)[model.name]
     assert np.allclose(frames["prob"], again, atol=1e-5)  # deterministic, batch-size independent
     scored = video_scores(videos, frames, "confident")
     row = scored.set_index("video").loc["noface.mp4"]
@@ -52,7 +61,7 @@ def test_killed_run_resumes_from_last_checkpoint(tiny_prep, tmp_path, monkeypatc
     args = (tiny_prep["crops"], tiny_prep["folds"], tiny_prep["crops_dir"])
     full = loop.train_model("r", p, *args, tmp_path / "ref", progress=False)
     steps = _steps(tiny_prep, p)
-    real_loss = loop.split_bce
+    real_loss = step.split_bce
     calls = {"n": 0}
 
     def dying_loss(logits, y):
@@ -61,13 +70,13 @@ def test_killed_run_resumes_from_last_checkpoint(tiny_prep, tmp_path, monkeypatc
             raise KeyboardInterrupt  # killed in the first step of epoch 2
         return real_loss(logits, y)
 
-    monkeypatch.setattr(loop, "split_bce", dying_loss)
+    monkeypatch.setattr(step, "split_bce", dying_loss)
     with pytest.raises(KeyboardInterrupt):
         loop.train_model("r", p, *args, tmp_path / "run", progress=False)
-    ck = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
-    assert ck["epoch"] == 0 and ck["history"] == full["history"][:1]
+    ck = checkpoint.load(tmp_path / "run" / "last.pt")
+    assert ck.epoch == 0 and ck.history == full["history"][:1]
 
-    monkeypatch.setattr(loop, "split_bce", real_loss)
+    monkeypatch.setattr(step, "split_bce", real_loss)
     resumed = loop.train_model("r", p, *args, tmp_path / "run", live_dir=tmp_path / "live", progress=False)
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
     tsv = tmp_path / "live" / "plots" / "metrics" / "train_loss.tsv"
@@ -86,7 +95,7 @@ def test_killed_run_resumes_from_last_checkpoint(tiny_prep, tmp_path, monkeypatc
         counted["n"] += 1
         return real_loss(logits, y)
 
-    monkeypatch.setattr(loop, "split_bce", counting_loss)
+    monkeypatch.setattr(step, "split_bce", counting_loss)
     loop.train_model("d", tiny_params(epochs=1), *args, tmp_path / "data", progress=False)
     counted["n"] = 0
     loop.train_model("d", tiny_params(epochs=1), *args, tmp_path / "data", progress=False)
@@ -98,25 +107,26 @@ def test_killed_run_resumes_from_last_checkpoint(tiny_prep, tmp_path, monkeypatc
 
 
 def _steps(prep, p) -> int:
-    from dfdc.data.dataset import balanced_indices
+    from dfdc.data.sampling import balanced_indices
 
-    train, _ = loop.split_by_fold(prep["crops"], prep["folds"], 0)
+    train, _ = split_by_fold(prep["crops"], prep["folds"], 0)
     return -(-len(balanced_indices(train["label"].to_numpy(), np.random.default_rng(0))) // p.batch_size)
 
 
 def test_nan_loss_stops_with_a_clear_error(tiny_prep, tmp_path, monkeypatch):
-    monkeypatch.setattr(loop, "split_bce", lambda logits, y: (logits * float("nan")).mean())
-    with pytest.raises(loop.NaNLossError, match=r"loss is nan at epoch 1, step 1.*lower lr"):
+    monkeypatch.setattr(step, "split_bce", lambda logits, y: (logits * float("nan")).mean())
+    with pytest.raises(loop.NaNLossError, match=r"n: loss is nan at epoch 1, step 1 \(lr 0.001\).*lower lr"):
         loop.train_model("n", tiny_params(), tiny_prep["crops"], tiny_prep["folds"], tiny_prep["crops_dir"],
                          tmp_path / "n", progress=False)
 
 
 def test_sgd_poly_recipe_steps(tiny_prep, tmp_path):
     p = tiny_params(optimizer="sgd", lr=0.01, schedule="poly", epochs=1)
-    model = torch.nn.Linear(2, 1)
-    opt = loop.make_optimizer(model, p)
+    from dfdc.models import create_model
+
+    opt = make_optimizer(create_model("resnet18"), p)
     assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["nesterov"]
-    sched = loop.make_schedule(opt, p, total_steps=10)
+    sched = make_schedule(opt, p, total_steps=10)
     lrs = []
     for _ in range(10):
         lrs.append(opt.param_groups[0]["lr"])
@@ -129,17 +139,73 @@ def test_aligned_mixup_training_runs(tiny_prep, tmp_path):
     p = tiny_params(epochs=1, aligned_mixup=True)
     result = loop.train_model("mix", p, tiny_prep["crops"], tiny_prep["folds"], tiny_prep["crops_dir"],
                               tmp_path / "mix", progress=False)
-    train, _ = loop.split_by_fold(tiny_prep["crops"], tiny_prep["folds"], 0)
+    train, _ = split_by_fold(tiny_prep["crops"], tiny_prep["folds"], 0)
     assert np.isfinite(result["history"][0]["train_loss"])
     assert result["train_crops"] == len(train)
 
 
 @pytest.mark.parametrize("steps", [1, 2, 3, 4, 5, 6, 10])
 def test_onecycle_works_for_any_number_of_steps(steps):
-    p = tiny_params(schedule="onecycle", lr=0.01)
-    opt = loop.make_optimizer(torch.nn.Linear(2, 1), p)
-    sched = loop.make_schedule(opt, p, total_steps=steps)
+    from dfdc.models import create_model
+
+    p = tiny_params(schedule="onecycle", lr=0.01, backbone_lr_scale=0.1)
+    opt = make_optimizer(create_model("resnet18"), p)
+    sched = make_schedule(opt, p, total_steps=steps)
     for _ in range(steps):
         opt.step()
         sched.step()
-    assert opt.param_groups[0]["lr"] <= 0.01
+    assert opt.param_groups[0]["lr"] <= 0.001 and opt.param_groups[1]["lr"] <= 0.01  # each group its own peak
+
+
+def test_validation_scores_the_holdout_exactly_as_predict_does(tiny_prep, tmp_path):
+    """One scoring path: the best epoch's validation metrics are what predict@MODEL then reports."""
+    scoring = PredictParams(strategy="confident", tta=True, batch_size=5)
+    result = loop.train_model("v", tiny_params(epochs=2), tiny_prep["crops"], tiny_prep["folds"],
+                              tiny_prep["crops_dir"], tmp_path / "v", scoring=scoring, progress=False)
+    model = from_checkpoint(tmp_path / "v" / "best.pt")  # as the predict stage loads it (batch norms folded)
+    videos = holdout_videos(tiny_prep["folds"], 0)
+    scored, _ = score_holdout(model, tiny_prep["crops"], videos, tiny_prep["crops_dir"], strategy="confident",
+                              tta=True, batch_size=7, device="cpu")
+    stage = binary_metrics(scored["label"], scored["prob"])
+    assert stage["n"] == len(videos)
+    assert result["best"]["val_log_loss"] == pytest.approx(stage["log_loss"], abs=1e-5)
+    assert result["best"]["val_auc"] == pytest.approx(stage["auc"], abs=1e-9)
+
+
+def test_backbone_from_another_model_and_a_frozen_backbone(tiny_prep, tmp_path):
+    args = (tiny_prep["crops"], tiny_prep["folds"], tiny_prep["crops_dir"])
+    loop.train_model("a", tiny_params(epochs=1), *args, tmp_path / "a", progress=False)
+    source = checkpoint.load(tmp_path / "a" / "best.pt")
+    p = tiny_params(epochs=1, backbone_lr_scale=0.0, backbone_from="a")
+    start = loop.build_model(p, source)
+    body = [k for k in start.state_dict() if not start.spec.is_head(k)]
+    assert all(torch.equal(start.state_dict()[k], source.weights[k]) for k in body)
+    loop.train_model("b", p, *args, tmp_path / "b", backbone=source, progress=False)
+    trained = checkpoint.load(tmp_path / "b" / "best.pt").weights
+    assert all(torch.equal(trained[k], source.weights[k]) for k in body)  # frozen: weights and BN statistics
+    assert not torch.equal(trained["backbone.fc.weight"], start.state_dict()["backbone.fc.weight"])  # the head learnt
+    with pytest.raises(ValueError, match="backbone_from a .* do not fit this model's backbone"):
+        loop.build_model(tiny_params(arch="regnetx_002"), source)
+
+
+def test_a_finished_stacked_run_starts_over_when_its_backbone_changes(tiny_prep, tmp_path, monkeypatch):
+    args = (tiny_prep["crops"], tiny_prep["folds"], tiny_prep["crops_dir"])
+    loop.train_model("a", tiny_params(epochs=1), *args, tmp_path / "a", progress=False)
+    p = tiny_params(epochs=1, backbone_from="a")
+    loop.train_model("c", p, *args, tmp_path / "c", backbone=checkpoint.load(tmp_path / "a" / "best.pt"),
+                     progress=False)
+    steps = {"n": 0}
+    real_loss = step.split_bce
+
+    def counting(logits, y):
+        steps["n"] += 1
+        return real_loss(logits, y)
+
+    monkeypatch.setattr(step, "split_bce", counting)
+    same = checkpoint.load(tmp_path / "a" / "best.pt")
+    loop.train_model("c", p, *args, tmp_path / "c", backbone=same, progress=False)
+    assert steps["n"] == 0  # same backbone: the finished run stands
+    loop.train_model("a", tiny_params(epochs=1, lr=0.01), *args, tmp_path / "a", progress=False)
+    loop.train_model("c", p, *args, tmp_path / "c", backbone=checkpoint.load(tmp_path / "a" / "best.pt"),
+                     progress=False)
+    assert steps["n"] > 0  # a was retrained: c starts over on its new backbone

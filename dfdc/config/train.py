@@ -1,0 +1,101 @@
+"""`train`: one entry per model, in groups by what the model reads.
+
+``train.models``: models trained on the face crops (``train@KEY``).
+``train.stacked``: models whose backbone starts from another entry's trained
+checkpoint (``backbone_from``), so DVC makes ``train_stacked@KEY`` depend on
+``models/<backbone_from>`` (``train_stacked@KEY``). A key names one model across
+all groups.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from dfdc.config.base import Section, rng
+
+GROUPS = ("models", "stacked")
+
+
+@dataclass
+class AugmentParams:
+    """Switches for the 1st-place training augmentations."""
+
+    jpeg: bool = True
+    noise: bool = True
+    blur: bool = True
+    hflip: bool = True
+    color: bool = True
+    gray: bool = True
+    geometric: bool = True
+
+
+@dataclass
+class ModelParams:
+    """One model of the ensemble: `train.models.<key>` (or `train.stacked.<key>`)."""
+
+    arch: str
+    input_size: int = rng(ge=16, default=224)
+    epochs: int = rng(ge=1, default=10)
+    batch_size: int = rng(ge=2, default=16)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = rng(gt=0, default=1e-3)
+    backbone_lr_scale: float = rng(ge=0, le=1, default=1.0)  # backbone lr = lr x this; 0 freezes the backbone
+    weight_decay: float = rng(ge=0, default=1e-4)
+    momentum: float = rng(ge=0, le=1, default=0.9)
+    schedule: Literal["onecycle", "poly", "constant"] = "onecycle"
+    drop_rate: float = rng(ge=0, le=1, default=0.0)
+    drop_path_rate: float = rng(ge=0, le=1, default=0.0)
+    pretrained: str | None = None  # a local weights file, or "hub": the architecture's published weights
+    backbone_from: str | None = None  # train.stacked only: the key whose best checkpoint gives the backbone
+    augment: AugmentParams = field(default_factory=AugmentParams)
+    aligned_mixup: bool = False  # seed 001: mix each fake with its original's crop, target t ~ Beta(0.5, 0.5)
+    seed: int = 0
+    workers: int = rng(ge=0, default=0)
+
+
+@dataclass
+class TrainParams(Section):
+    """Training: one entry per model; `dvc.yaml` runs one stage per entry of each group."""
+
+    SECTION = "train"
+
+    device: str = "auto"
+    models: dict[str, ModelParams] = field(default_factory=dict)
+    stacked: dict[str, ModelParams] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        twice = sorted(set(self.models) & set(self.stacked))
+        if twice:
+            raise ValueError(f"stacked.{twice[0]}: the key is also in train.models; a key names one model")
+        for key, p in self.models.items():
+            if p.backbone_from is not None:
+                raise ValueError(f"models.{key}.backbone_from: only entries of train.stacked start from another "
+                                 "model's checkpoint (DVC then depends on it); move the entry there")
+        known = self.all_models()
+        for key, p in self.stacked.items():
+            if not p.backbone_from:
+                raise ValueError(f"stacked.{key}.backbone_from: required: the key of the model whose trained "
+                                 "backbone this one starts from")
+            seen = [key]
+            source = p.backbone_from
+            while True:
+                if source not in known:
+                    raise ValueError(f"stacked.{key}.backbone_from: no model {source!r} "
+                                     f"(defined: {', '.join(sorted(known))})")
+                if source in seen:
+                    raise ValueError(f"stacked.{key}.backbone_from: a cycle: {' -> '.join(seen + [source])}")
+                seen.append(source)
+                source = known[source].backbone_from
+                if source is None:
+                    break
+
+    def all_models(self) -> dict[str, ModelParams]:
+        """Every model entry of every group, by key."""
+        return {**self.models, **self.stacked}
+
+    def group_of(self, key: str) -> str:
+        """The group (``models`` or ``stacked``) that holds ``key``."""
+        for group in GROUPS:
+            if key in getattr(self, group):
+                return group
+        raise KeyError(key)

@@ -1,0 +1,96 @@
+"""Training data of one model: the split, the datasets its spec asks for, and each epoch's loader."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from torch.utils.data import DataLoader, Dataset
+
+from dfdc.config.train import ModelParams
+from dfdc.data.augment import train_transforms
+from dfdc.data.batch import collate
+from dfdc.data.clips import ClipDataset
+from dfdc.data.frames import FrameDataset
+from dfdc.data.sampling import aligned_pairs, balanced_indices
+from dfdc.models import ModelSpec
+
+
+def split_by_fold(table: pd.DataFrame, folds: pd.DataFrame, holdout: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training rows, holdout rows) of a crops or clips table, by the video's fold."""
+    t = table.merge(folds[["video", "fold"]], on="video", how="inner")
+    return t[t["fold"] != holdout].reset_index(drop=True), t[t["fold"] == holdout].reset_index(drop=True)
+
+
+@dataclass
+class TrainData:
+    """The training set of one model and how an epoch walks it."""
+
+    dataset: Dataset
+    table: pd.DataFrame  # the rows the dataset indexes
+    val: pd.DataFrame  # holdout rows (scored by the scorer, not through this dataset)
+    paired: bool  # items are fakes with their aligned originals (aligned mixup)
+    batch_size: int
+    workers: int
+    train_rows: int  # training rows of the split (before pairing)
+
+    def epoch_indices(self, rng: np.random.Generator) -> np.ndarray:
+        """One epoch: the aligned pairs in a new order, or real and fake rows balanced."""
+        if self.paired:
+            return rng.permutation(len(self.table)).astype(np.int64)
+        return balanced_indices(self.table["label"].to_numpy(), rng)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        n = len(self.table) if self.paired else len(balanced_indices(self.table["label"].to_numpy(),
+                                                                     np.random.default_rng(0)))
+        return math.ceil(n / self.batch_size)
+
+    def loader(self, indices: np.ndarray) -> DataLoader:
+        """The batches of one epoch, in ``indices`` order, as :class:`dfdc.data.batch.Batch`."""
+        return DataLoader(self.dataset, batch_size=self.batch_size, sampler=indices.tolist(), collate_fn=collate,
+                          num_workers=self.workers, drop_last=False, persistent_workers=False)
+
+
+def build_train_data(p: ModelParams, spec: ModelSpec, table: pd.DataFrame, folds: pd.DataFrame,
+                     directory: str | Path, holdout: int) -> TrainData:
+    """Split ``table`` (crops, or clips for a clip model) by fold and build the dataset the spec eats."""
+    train, val = split_by_fold(table, folds, holdout)
+    for part, rows in (("training", train), ("holdout", val)):
+        if len(rows) == 0:
+            raise ValueError(f"no {part} rows: the inputs table and the folds (holdout fold {holdout}) "
+                             "share no video of that part")
+    n_train = len(train)
+    augment = train_transforms(spec.size, seed=p.seed, paired=p.aligned_mixup, **dataclasses.asdict(p.augment))
+    if spec.input == "clip":
+        if p.aligned_mixup:
+            raise ValueError("aligned_mixup pairs face crops; it is not available for clip models")
+        dataset: Dataset = ClipDataset(train, directory, augment)
+    elif p.aligned_mixup:
+        train = aligned_pairs(train)
+        if len(train) == 0:
+            raise ValueError("aligned_mixup: no fake crop has its original's crop in the training folds")
+        dataset = FrameDataset(train, directory, augment, aligned=True)
+    else:
+        dataset = FrameDataset(train, directory, augment)
+    return TrainData(dataset, train, val, p.aligned_mixup, p.batch_size, p.workers, n_train)
+
+
+def data_fingerprint(train: pd.DataFrame, val: pd.DataFrame, directory: str | Path,
+                     weights: list[str | Path] = ()) -> str:
+    """Changes when the rows, their split, the shard files or the starting ``weights`` files change."""
+    from dfdc.store import file_sha256
+
+    h = hashlib.sha1()
+    for f in weights:
+        h.update(file_sha256(f).encode())
+    for table in (train, val):
+        h.update(pd.util.hash_pandas_object(table[["key", "shard", "label"]], index=False).to_numpy().tobytes())
+    for f in sorted(Path(directory).iterdir()):
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
