@@ -1,0 +1,1 @@
+"""Dataset layouts (DFDC, FaceForensics++) -> one index; the built-in sample generator."""

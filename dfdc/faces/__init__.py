@@ -1,0 +1,1 @@
+"""Faces: the MTCNN detector, tracks, crop geometry."""
