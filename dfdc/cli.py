@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def _positive(text: str) -> int:
@@ -105,11 +107,15 @@ def resolve_models(names: list[str] | None, models_dir: str | Path = "models") -
     return out
 
 
+@dataclass
 class Scoring:
-    """The models, their weights and the resolved settings of one `dfdc predict` (or bench) run."""
+    """The models (with their weights) and the resolved settings of one `dfdc predict` or bench run."""
 
-    def __init__(self, models, settings, device, source: str, notes: list[str]) -> None:
-        self.models, self.settings, self.device, self.source, self.notes = models, settings, device, source, notes
+    models: list  # of dfdc.inference.scorer.ScoringModel
+    settings: Any  # dfdc.inference.settings.Settings
+    device: Any  # torch.device
+    source: str  # where the members and weights came from, for the summary line
+    notes: list[str]  # warnings and notes to print once
 
 
 def load_scoring(args: argparse.Namespace, first_only: bool = False) -> Scoring:

@@ -2,7 +2,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from torch import nn
 
 from dfdc.config.train import AugmentParams, ModelParams
