@@ -190,8 +190,9 @@ def test_backbone_from_another_model_and_a_frozen_backbone(tiny_prep, tmp_path):
 
 def test_a_finished_stacked_run_starts_over_when_its_backbone_changes(tiny_prep, tmp_path, monkeypatch):
     args = (tiny_prep["crops"], tiny_prep["folds"], tiny_prep["crops_dir"])
-    loop.train_model("a", tiny_params(epochs=1), *args, tmp_path / "a", progress=False)
-    p = tiny_params(epochs=1, backbone_from="a")
+    small = "mobilenetv3_small_100"
+    loop.train_model("a", tiny_params(arch=small, epochs=1), *args, tmp_path / "a", progress=False)
+    p = tiny_params(arch=small, epochs=1, backbone_from="a")
     loop.train_model("c", p, *args, tmp_path / "c", backbone=checkpoint.load(tmp_path / "a" / "best.pt"),
                      progress=False)
     steps = {"n": 0}
@@ -205,7 +206,7 @@ def test_a_finished_stacked_run_starts_over_when_its_backbone_changes(tiny_prep,
     same = checkpoint.load(tmp_path / "a" / "best.pt")
     loop.train_model("c", p, *args, tmp_path / "c", backbone=same, progress=False)
     assert steps["n"] == 0  # same backbone: the finished run stands
-    loop.train_model("a", tiny_params(epochs=1, lr=0.01), *args, tmp_path / "a", progress=False)
+    loop.train_model("a", tiny_params(arch=small, epochs=1, lr=0.01), *args, tmp_path / "a", progress=False)
     loop.train_model("c", p, *args, tmp_path / "c", backbone=checkpoint.load(tmp_path / "a" / "best.pt"),
                      progress=False)
     assert steps["n"] > 0  # a was retrained: c starts over on its new backbone
