@@ -129,12 +129,14 @@ def load_scoring(args: argparse.Namespace, first_only: bool = False) -> Scoring:
     notes: list[str] = []
     ensemble = None
     ensemble_path = Path(args.ensemble) if args.ensemble else Path(args.models_dir) / ENSEMBLE_FILE
+    if args.models and args.ensemble:
+        raise ValueError("--models and --ensemble both choose the models: pass one of them")
     if args.models:
         members = [(None, p, 1.0) for p in resolve_models(args.models, args.models_dir)]
         source = "equal weights (--models)"
     elif args.ensemble or ensemble_path.is_file():
         ensemble = read_ensemble(ensemble_path)
-        members = [(m.name, m.checkpoint, m.weight) for m in ensemble.members]
+        members = [(m.name, m.checkpoint, m.weight) for m in ensemble.members if m.weight > 0]
         source = f"the evaluated ensemble {ensemble_path} ({ensemble.method} weights)"
         changed = ensemble.changed()
         if changed:
@@ -146,7 +148,10 @@ def load_scoring(args: argparse.Namespace, first_only: bool = False) -> Scoring:
     if first_only:
         members = members[:1]  # the bench's goal is stated for one small model
     models = [from_checkpoint(path, device, name=name, weight=weight) for name, path, weight in members]
-    models = [m for m in models if m.weight > 0]
+    names = [m.name for m in models]
+    for m, (_, path, _) in zip(models, members):
+        if names.count(m.name) > 1:  # two checkpoints trained under one name: tell them apart by file
+            m.name = str(path)
     synthetic = [m.name for m in models if m.synthetic_only]
     if synthetic:
         every = len(synthetic) == len(models)

@@ -171,6 +171,34 @@ def sample_indices(frames: int, every: int | None = None, count: int | None = No
 X264_THREADS = 1
 
 
+def rgb_to_yuv420p(frame: np.ndarray) -> np.ndarray:
+    """An RGB frame (H, W, 3), H and W even, as yuv420p planes: Y, then U and V at half size, flat uint8.
+
+    BT.601 limited range in exact integer arithmetic (chroma from each 2x2 block's sum), so the
+    same frame gives the same bytes on every CPU; ffmpeg's own conversion takes CPU-specific
+    SIMD paths that round differently (rgb24 -> yuv420p changes with ``-cpuflags 0``).
+    """
+    rgb = np.asarray(frame, np.int32)
+    h, w = rgb.shape[:2]
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16
+    rs, gs, bs = (c.reshape(h // 2, 2, w // 2, 2).sum(axis=(1, 3)) for c in (r, g, b))  # 2x2 sums
+    u = ((-38 * rs - 74 * gs + 112 * bs + 512) >> 10) + 128
+    v = ((112 * rs - 94 * gs - 18 * bs + 512) >> 10) + 128
+    return np.concatenate([y.reshape(-1), u.reshape(-1), v.reshape(-1)]).astype(np.uint8)
+
+
+def x264_command(out: str | Path, width: int, height: int, fps: float, crf: int = 23, preset: str = "veryfast",
+                 tune: str | None = None, threads: int = X264_THREADS) -> list[str]:
+    """The ffmpeg command that encodes yuv420p frames from stdin into an H.264 MP4 at ``out``."""
+    cmd = [ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "yuv420p",
+           "-s", f"{width}x{height}", "-r", f"{fps}", "-i", "-", "-c:v", "libx264", "-preset", preset,
+           "-crf", str(crf), "-threads", str(threads), "-movflags", "+faststart"]
+    if tune:
+        cmd += ["-tune", tune]
+    return cmd + [str(out)]
+
+
 def write_video(
     path: str | Path,
     frames: Iterable[np.ndarray],
@@ -182,9 +210,9 @@ def write_video(
 ) -> None:
     """Encode RGB frames as H.264 (yuv420p) MP4, atomically.
 
-    x264's output depends on its thread count, which it picks from the machine's
-    cores unless told: ``threads`` is fixed so the same frames give the same file
-    on any machine.
+    The same frames give the same file on any machine: the colour conversion is
+    :func:`rgb_to_yuv420p`'s, and x264, whose output depends on its thread count
+    (which it would pick from the machine's cores), runs with ``threads`` fixed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -196,13 +224,11 @@ def write_video(
                 h, w = frame.shape[:2]
                 if h % 2 or w % 2:
                     raise VideoError(f"{path}: H.264 yuv420p needs even size, got {w}x{h}")
-                cmd = [ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
-                       "-s", f"{w}x{h}", "-r", f"{fps}", "-i", "-", "-c:v", "libx264", "-preset", preset,
-                       "-crf", str(crf), "-threads", str(threads), "-pix_fmt", "yuv420p", "-movflags", "+faststart"]
-                if tune:
-                    cmd += ["-tune", tune]
-                proc = subprocess.Popen(cmd + [str(tmp)], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-            proc.stdin.write(np.ascontiguousarray(frame, dtype=np.uint8).tobytes())
+                cmd = x264_command(tmp, w, h, fps, crf=crf, preset=preset, tune=tune, threads=threads)
+                proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+            elif frame.shape[:2] != (h, w):
+                raise VideoError(f"{path}: every frame must be {w}x{h}, got {frame.shape[1]}x{frame.shape[0]}")
+            proc.stdin.write(rgb_to_yuv420p(frame).tobytes())
         if proc is None:
             raise VideoError(f"{path}: no frames to write")
         proc.stdin.close()

@@ -122,7 +122,7 @@ def train_transforms(
     ToGray, ``geometric`` the Affine (ex ShiftScaleRotate). Resize and pad are always there.
 
     ``seed`` fixes the Compose's random state: two pipelines built with the same seed give the
-    same sequence of outputs. (:class:`dfdc.data.dataset.CropDataset` reseeds it per DataLoader
+    same sequence of outputs. (:class:`dfdc.data.frames.ShardDataset` reseeds it per DataLoader
     worker, so that workers do not repeat each other.)
     """
     size = _check_size(size)

@@ -172,12 +172,12 @@ def warp(images: np.ndarray | list[np.ndarray], m: np.ndarray, size: tuple[int, 
          reflect: bool = False) -> np.ndarray | list[np.ndarray]:
     """``images`` (same size) moved by the 3x3 matrix ``m`` (source -> frame) into a ``size`` (w, h) frame.
 
-    Bilinear, as cv2.warpAffine, but bit-identical on every CPU: OpenCV's warpAffine computes
-    its sample positions with CPU-specific SIMD code (AVX2 and SSE paths round differently),
-    so here they are computed in numpy (exact float arithmetic) as 1/32-pixel fixed-point maps
-    and sampled by cv2.remap, whose fixed-point path is the same on every CPU. Without
-    ``reflect`` the frame is zero outside the moved image, and only the rectangle it covers
-    is sampled.
+    Bilinear, as cv2.warpAffine, but the same on every CPU: OpenCV's warpAffine computes its
+    sample positions with CPU-specific SIMD code (its AVX2 and SSE paths round differently), so
+    here they are computed in numpy (exact float arithmetic) as 1/32-pixel fixed-point maps and
+    sampled by cv2.remap, which with such maps gives the same uint8 and float32 values with and
+    without AVX/AVX2 (tested). Without ``reflect`` the frame is zero outside the moved image,
+    and only the rectangle it covers is sampled.
     """
     single = not isinstance(images, list)
     images = [images] if single else images
@@ -201,11 +201,12 @@ def warp(images: np.ndarray | list[np.ndarray], m: np.ndarray, size: tuple[int, 
         sx = np.rint((ia * 32) * gx + ((ib * 32) * gy + ic * 32)).astype(np.int32)
         sy = np.rint((id_ * 32) * gx + ((ie * 32) * gy + if_ * 32)).astype(np.int32)
         whole = np.stack([sx >> 5, sy >> 5], axis=-1)
-        if np.abs(whole).max(initial=0) < 32000:  # int16 maps
-            fine = ((sy & 31) << 5 | (sx & 31)).astype(np.uint16)
-            border = cv2.BORDER_REFLECT if reflect else cv2.BORDER_CONSTANT
-            for o, im in zip(out, images):
-                o[y0:y1, x0:x1] = cv2.remap(im, whole.astype(np.int16), fine, cv2.INTER_LINEAR, borderMode=border)
+        if np.abs(whole).max(initial=0) >= 32000:
+            raise ValueError(f"warp: source positions beyond the int16 maps' range (matrix {m.tolist()})")
+        fine = ((sy & 31) << 5 | (sx & 31)).astype(np.uint16)
+        border = cv2.BORDER_REFLECT if reflect else cv2.BORDER_CONSTANT
+        for o, im in zip(out, images):
+            o[y0:y1, x0:x1] = cv2.remap(im, whole.astype(np.int16), fine, cv2.INTER_LINEAR, borderMode=border)
     return out[0] if single else out
 
 

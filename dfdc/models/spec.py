@@ -87,7 +87,11 @@ def to_unit(x: Tensor) -> Tensor:
 
 
 class ModelOutput(NamedTuple):
-    """What ``forward`` returns: logits ``(B,)`` and optional auxiliary terms (attention maps, features)."""
+    """What ``forward`` returns: logits ``(B,)`` and optional auxiliary terms (attention maps, features).
+
+    The default ``aux`` is one shared empty dict: read it, never write to it; a model with
+    auxiliary terms returns its own dict.
+    """
 
     logits: Tensor
     aux: dict[str, Tensor] = {}
@@ -118,12 +122,18 @@ class DeepfakeModel(nn.Module):
         return [g for g in groups if g["params"]]
 
     def train(self, mode: bool = True) -> "DeepfakeModel":
-        """As nn.Module.train; a frozen backbone stays in eval mode (batch-norm statistics, dropout)."""
+        """As nn.Module.train; a frozen backbone's norms and leaf layers stay in eval mode.
+
+        Batch-norm statistics then do not move and the backbone's dropout is off. The flag is
+        set module by module (timm's norm+activation layers have children of their own).
+        """
         super().train(mode)
         if mode and getattr(self, "_frozen_backbone", False):
             for name, module in self.named_modules():
-                if name and not self.spec.is_head(name) and not any(True for _ in module.children()):
-                    module.eval()
+                if not name or self.spec.is_head(name):
+                    continue
+                if isinstance(module, nn.modules.batchnorm._NormBase) or not any(True for _ in module.children()):
+                    module.training = False
         return self
 
     def load_backbone(self, state: dict[str, Tensor], source: str) -> int:

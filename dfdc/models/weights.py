@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 HUB = "hub"
 WEIGHT_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".ckpt", ".tar", ".safetensors"})
-_CHECKPOINT_KEYS = ("state_dict", "model", "model_state_dict")
+_CHECKPOINT_KEYS = ("state_dict", "model", "model_state_dict", "weights")  # "weights": a dfdc checkpoint
 _PROBE_TIMEOUT_S = 3.0
 
 

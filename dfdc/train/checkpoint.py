@@ -127,6 +127,15 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> Checkpoint:
                                   f"{type(obj.get(key)).__name__}, expected {tp.__name__}")
     if not all(isinstance(v, Tensor) for v in obj["weights"].values()):
         raise CheckpointError(f"{path}: malformed dfdc checkpoint: 'weights' holds something other than tensors")
+    for key in ("preprocess", "data", "best", "state"):
+        if obj.get(key) is not None and not isinstance(obj[key], dict):
+            raise CheckpointError(f"{path}: malformed dfdc checkpoint: {key!r} is {type(obj[key]).__name__}, "
+                                  "expected a mapping")
+    for key in ("detect", "crops"):
+        value = (obj.get("preprocess") or {}).get(key)
+        if value is not None and not isinstance(value, dict):
+            raise CheckpointError(f"{path}: malformed dfdc checkpoint: preprocess.{key} is "
+                                  f"{type(value).__name__}, expected a mapping")
     known = {f.name for f in dataclasses.fields(Checkpoint)} - {"path"}
     ckpt = Checkpoint(**{k: v for k, v in obj.items() if k in known}, path=path)
     try:

@@ -65,6 +65,14 @@ def build_train_data(p: ModelParams, spec: ModelSpec, table: pd.DataFrame, folds
             raise ValueError(f"no {part} rows: the inputs table and the folds (holdout fold {holdout}) "
                              "share no video of that part")
     n_train = len(train)
+    if spec.input == "clip":
+        if "frames" not in table.columns:
+            raise ValueError(f"the model eats clips of {spec.clip_len} crops (spec input 'clip'), but its inputs "
+                             "are a crops table; it needs a clips table")
+        wrong = sorted(set(table["frames"].astype(int)) - {spec.clip_len})
+        if wrong:
+            raise ValueError(f"the model eats clips of {spec.clip_len} crops, but the clips table holds clips of "
+                             f"{wrong} crops")
     augment = train_transforms(spec.size, seed=p.seed, paired=p.aligned_mixup, **dataclasses.asdict(p.augment))
     if spec.input == "clip":
         if p.aligned_mixup:
@@ -82,7 +90,8 @@ def build_train_data(p: ModelParams, spec: ModelSpec, table: pd.DataFrame, folds
 
 def data_fingerprint(train: pd.DataFrame, val: pd.DataFrame, directory: str | Path,
                      weights: list[str | Path] = ()) -> str:
-    """Changes when the rows, their split, the shard files or the starting ``weights`` files change."""
+    """Changes when the rows, their split, the shard files (names, sizes, modification times) or the
+    contents of the starting ``weights`` files change. A shard rewritten or checked out anew counts as changed."""
     from dfdc.store import file_sha256
 
     h = hashlib.sha1()

@@ -58,8 +58,16 @@ def validate(model: DeepfakeModel, name: str, data: TrainData, folds: pd.DataFra
     return binary_metrics(scored["label"].to_numpy(), scored["prob"].to_numpy())
 
 
-def _resume(last: Path, model, opt, sched, scaler, rng, resolved: dict, holdout: int, fingerprint: str,
-            name: str, device: torch.device) -> tuple[int, dict | None, list[dict]]:
+def _run_identity(resolved: dict, holdout: int, fingerprint: str, scoring: PredictParams,
+                  device: torch.device) -> dict[str, Any]:
+    """What must match for a resume: the params (not the speed-only ``workers``), data, scoring, device kind."""
+    return {"params": {k: v for k, v in resolved.items() if k != "workers"}, "holdout": holdout,
+            "data": fingerprint, "scoring": {"strategy": scoring.strategy, "tta": scoring.tta},
+            "device": device.type}
+
+
+def _resume(last: Path, model, opt, sched, scaler, rng, identity: dict, name: str,
+            device: torch.device) -> tuple[int, dict | None, list[dict]]:
     """(first epoch to run, best row, history) from ``last`` when it is this run's; (0, None, []) otherwise."""
     if not last.exists():
         return 0, None, []
@@ -69,15 +77,17 @@ def _resume(last: Path, model, opt, sched, scaler, rng, resolved: dict, holdout:
         log.info("%s: %s; starting over", name, e)
         return 0, None, []
     state = ckpt.state or {}
-    if ckpt.params != resolved or state.get("holdout") != holdout or state.get("data") != fingerprint:
-        log.info("%s: %s holds another run's params or data; starting over", name, last)
+    if state.get("run") != identity:
+        log.info("%s: %s holds another run (params, data, scoring or device); starting over", name, last)
         return 0, None, []
     model.load_state_dict(ckpt.weights)
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])
     rng.bit_generator.state = state["rng"]
-    torch.set_rng_state(state["torch_rng"])
+    torch.set_rng_state(state["torch_rng"].cpu())  # RNG states live on the CPU whatever map_location did
+    if device.type == "cuda" and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state_all([t.cpu() for t in state["cuda_rng"]])
     log.info("%s: resuming after epoch %d", name, ckpt.epoch + 1)
     return ckpt.epoch + 1, ckpt.best, ckpt.history
 
@@ -126,7 +136,8 @@ def train_model(
               p.pretrained if p.pretrained and Path(p.pretrained).is_file() else None]
     fingerprint = data_fingerprint(data.table, data.val, inputs_dir, [f for f in starts if f is not None])
     last = out_dir / "last.pt"
-    start, best, history = _resume(last, model, opt, sched, scaler, rng, resolved, holdout, fingerprint, name, dev)
+    identity = _run_identity(resolved, holdout, fingerprint, scoring, dev)
+    start, best, history = _resume(last, model, opt, sched, scaler, rng, identity, name, dev)
 
     live = _live(live_dir)
     for row in history:  # a resumed run replays its curves: DVC clears the dvclive dir before a stage runs
@@ -154,8 +165,8 @@ def train_model(
             name=name, params=resolved, spec=model.spec.to_dict(), weights=model.state_dict(),
             preprocess=preprocess, data=data_info, epoch=epoch, best=best, history=list(history),
             state={"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-                   "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "holdout": holdout,
-                   "data": fingerprint})
+                   "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                   "cuda_rng": torch.cuda.get_rng_state_all() if dev.type == "cuda" else None, "run": identity})
         if improved:
             checkpoint.save(out_dir / "best.pt", dataclasses.replace(ckpt, state=None))
         checkpoint.save(last, ckpt)

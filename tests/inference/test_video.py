@@ -130,6 +130,21 @@ def test_bad_model_files_give_one_line_and_exit_2(tmp_path, tiny_checkpoint, cap
     assert not marker.exists()  # the crafted pickle never ran
 
 
+def test_two_checkpoints_of_one_name_stay_apart(odd_inputs, tiny_checkpoint, tmp_path, capsys):
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(odd_inputs / "portrait.mp4", one / "portrait.mp4")
+    twin = tmp_path / "twin" / "best.pt"
+    twin.parent.mkdir()
+    shutil.copy(tiny_checkpoint, twin)
+    rep = tmp_path / "rep"
+    assert main(["predict", str(one), "-o", str(tmp_path / "s.csv"), "--models", str(tiny_checkpoint), str(twin),
+                 "--frames", "4", "--device", "cpu", "--report", str(rep)]) == 0
+    assert sorted(_report(rep, "portrait.mp4")["model_probs"]) == sorted([str(tiny_checkpoint), str(twin)])
+    assert main(["predict", str(one), "--models", str(twin), "--ensemble", str(tmp_path / "e.json")]) == 2
+    assert "--models and --ensemble" in capsys.readouterr().err
+
+
 def test_settings_come_from_the_checkpoints_and_flags_win(odd_inputs, tiny_checkpoint, tmp_path, capsys):
     one = tmp_path / "one"
     one.mkdir()

@@ -180,3 +180,11 @@ def test_weights_missing_a_body_key_fail(tmp_path):
     torch.save(state, path)
     with pytest.raises(RuntimeError, match="conv_stem.weight"):
         create_model("mobilenetv3_small_100", pretrained=path)
+
+
+def test_a_dfdc_checkpoint_serves_as_pretrained_weights(tiny_checkpoint):
+    from dfdc.train.checkpoint import load
+
+    want = load(tiny_checkpoint).weights
+    got = create_model("resnet18", input_size=32, pretrained=tiny_checkpoint).state_dict()
+    assert all(torch.equal(got[k], v) for k, v in want.items())

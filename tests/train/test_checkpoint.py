@@ -71,6 +71,9 @@ def test_a_pickle_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
                            "epoch": 0, "history": []}, p), "malformed dfdc checkpoint"),
     (lambda p: torch.save({"format": checkpoint.FORMAT, "name": 3}, p), "malformed dfdc checkpoint: 'name'"),
     (lambda p: zipfile.ZipFile(p, "w").writestr("x", "y"), "not a torch checkpoint"),
+    (lambda p: torch.save({"format": checkpoint.FORMAT, "name": "x", "params": {"arch": "resnet18"}, "spec": {},
+                           "weights": {}, "epoch": 0, "history": [], "preprocess": {"detect": [1]}}, p),
+     "malformed dfdc checkpoint: preprocess.detect is list"),
 ])
 def test_bad_files_get_one_line(tmp_path, make, message):
     path = tmp_path / "bad.pt"

@@ -79,6 +79,11 @@ def test_clip_model_eats_5d_batches_from_the_dataset_path(clip_model, clips, tmp
         train_model("x", ModelParams(arch=clip_model, aligned_mixup=True), table, folds, d, tmp_path / "x",
                     holdout=1, progress=False)
     assert isinstance(model, ScoringModel)
+    crops_table = table.drop(columns="frames")
+    with pytest.raises(ValueError, match="eats clips of 4 crops .* needs a clips table"):
+        train_model("x", p, crops_table, folds, d, tmp_path / "x", holdout=1, progress=False)
+    with pytest.raises(ValueError, match="holds clips of \\[3\\] crops"):
+        train_model("x", p, table.assign(frames=3), folds, d, tmp_path / "x", holdout=1, progress=False)
 
 
 def test_every_frame_of_a_clip_gets_the_same_augmentation(tmp_path):

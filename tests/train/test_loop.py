@@ -98,8 +98,12 @@ def test_killed_run_resumes_from_last_checkpoint(tiny_prep, tmp_path, monkeypatc
     monkeypatch.setattr(step, "split_bce", counting_loss)
     loop.train_model("d", tiny_params(epochs=1), *args, tmp_path / "data", progress=False)
     counted["n"] = 0
-    loop.train_model("d", tiny_params(epochs=1), *args, tmp_path / "data", progress=False)
-    assert counted["n"] == 0  # finished run, same data: nothing to redo
+    loop.train_model("d", tiny_params(epochs=1, workers=1), *args, tmp_path / "data", progress=False)
+    assert counted["n"] == 0  # finished run, same data (and only a speed setting changed): nothing to redo
+    loop.train_model("d", tiny_params(epochs=1), *args, tmp_path / "data", progress=False,
+                     scoring=PredictParams(strategy="mean"))
+    assert counted["n"] == steps  # the best epoch is chosen by another strategy: trained again
+    counted["n"] = 0
     shard = sorted(tiny_prep["crops_dir"].iterdir())[0]
     os.utime(shard, ns=(shard.stat().st_atime_ns, shard.stat().st_mtime_ns + 10**9))  # the crops were rebuilt
     loop.train_model("d", tiny_params(epochs=1), *args, tmp_path / "data", progress=False)
@@ -172,20 +176,23 @@ def test_validation_scores_the_holdout_exactly_as_predict_does(tiny_prep, tmp_pa
     assert result["best"]["val_auc"] == pytest.approx(stage["auc"], abs=1e-9)
 
 
-def test_backbone_from_another_model_and_a_frozen_backbone(tiny_prep, tmp_path):
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenetv3_small_100"])  # plain BatchNorm2d; timm's BatchNormAct2d
+def test_backbone_from_another_model_and_a_frozen_backbone(tiny_prep, tmp_path, arch):
     args = (tiny_prep["crops"], tiny_prep["folds"], tiny_prep["crops_dir"])
-    loop.train_model("a", tiny_params(epochs=1), *args, tmp_path / "a", progress=False)
+    loop.train_model("a", tiny_params(arch=arch, epochs=1), *args, tmp_path / "a", progress=False)
     source = checkpoint.load(tmp_path / "a" / "best.pt")
-    p = tiny_params(epochs=1, backbone_lr_scale=0.0, backbone_from="a")
+    p = tiny_params(arch=arch, epochs=1, backbone_lr_scale=0.0, backbone_from="a")
     start = loop.build_model(p, source)
     body = [k for k in start.state_dict() if not start.spec.is_head(k)]
+    head = [k for k in start.state_dict() if start.spec.is_head(k) and k.endswith("weight")]
     assert all(torch.equal(start.state_dict()[k], source.weights[k]) for k in body)
     loop.train_model("b", p, *args, tmp_path / "b", backbone=source, progress=False)
     trained = checkpoint.load(tmp_path / "b" / "best.pt").weights
-    assert all(torch.equal(trained[k], source.weights[k]) for k in body)  # frozen: weights and BN statistics
-    assert not torch.equal(trained["backbone.fc.weight"], start.state_dict()["backbone.fc.weight"])  # the head learnt
+    moved = [k for k in body if not torch.equal(trained[k], source.weights[k])]
+    assert moved == []  # frozen: weights and batch-norm statistics
+    assert any(not torch.equal(trained[k], start.state_dict()[k]) for k in head)  # the head learnt
     with pytest.raises(ValueError, match="backbone_from a .* do not fit this model's backbone"):
-        loop.build_model(tiny_params(arch="regnetx_002"), source)
+        loop.build_model(tiny_params(arch="regnetx_002" if arch == "resnet18" else "resnet18"), source)
 
 
 def test_a_finished_stacked_run_starts_over_when_its_backbone_changes(tiny_prep, tmp_path, monkeypatch):
