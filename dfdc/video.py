@@ -178,13 +178,14 @@ def rgb_to_yuv420p(frame: np.ndarray) -> np.ndarray:
     same frame gives the same bytes on every CPU; ffmpeg's own conversion takes CPU-specific
     SIMD paths that round differently (rgb24 -> yuv420p changes with ``-cpuflags 0``).
     """
-    rgb = np.asarray(frame, np.int32)
-    h, w = rgb.shape[:2]
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16
-    rs, gs, bs = (c.reshape(h // 2, 2, w // 2, 2).sum(axis=(1, 3)) for c in (r, g, b))  # 2x2 sums
-    u = ((-38 * rs - 74 * gs + 112 * bs + 512) >> 10) + 128
-    v = ((112 * rs - 94 * gs - 18 * bs + 512) >> 10) + 128
+    p = np.asarray(frame, np.uint16)
+    r, g, b = p[..., 0], p[..., 1], p[..., 2]
+    y = (66 * r + 129 * g + 25 * b + 128) >> 8  # < 2**16
+    y += 16
+    q = (p[0::2, 0::2] + p[1::2, 0::2] + p[0::2, 1::2] + p[1::2, 1::2]).astype(np.int32)  # 2x2 sums
+    qr, qg, qb = q[..., 0], q[..., 1], q[..., 2]
+    u = ((112 * qb - 38 * qr - 74 * qg + 512) >> 10) + 128
+    v = ((112 * qr - 94 * qg - 18 * qb + 512) >> 10) + 128
     return np.concatenate([y.reshape(-1), u.reshape(-1), v.reshape(-1)]).astype(np.uint8)
 
 
