@@ -249,9 +249,12 @@ def _check_root(root: str | Path) -> Path:
 def build_index(root: str | Path, workers: int = 0, progress: bool = True) -> pd.DataFrame:
     """Index every video under ``root`` (DFDC or FaceForensics++ layout), probing each one.
 
-    ``workers`` threads probe videos in parallel (0 = sequential). Raises
-    FileNotFoundError when ``root`` is missing and ValueError when it holds
-    neither layout; every per-video problem is recorded in the table instead.
+    ``workers`` threads probe videos in parallel (0 = sequential). The ``path``
+    column is ``root`` as given joined with the video's name: a relative root
+    (``data/sample``) gives paths relative to the current directory, so the
+    index is the same wherever the repository lies. Raises FileNotFoundError
+    when ``root`` is missing and ValueError when it holds neither layout; every
+    per-video problem is recorded in the table instead.
     """
     shown = Path(root)
     root = _check_root(root)
@@ -269,7 +272,7 @@ def build_index(root: str | Path, workers: int = 0, progress: bool = True) -> pd
     def work(entry: _Entry) -> dict:
         path = root / entry.video
         info, error = _probe(path) if path.is_file() else (None, "")
-        return _row(root, entry, info, error)
+        return _row(shown, entry, info, error)
 
     bar = tqdm(total=len(entries), desc="index", unit="video", disable=not progress)
     rows = []
