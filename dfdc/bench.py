@@ -136,6 +136,8 @@ def bench_predict(root: str | Path, models: list, settings, frames: int = 32, de
     from dfdc.inference.video import predict_videos
 
     files = sorted(Path(root).rglob("*.mp4"))
+    if not files:
+        raise FileNotFoundError(f"no .mp4 video under {root} to benchmark")
     floor = decode_floor(files)
     dev = torch.device(device)
     det = FaceDetector(device=str(dev), **settings.detector)

@@ -1,6 +1,8 @@
 """The benchmark functions on the tiny sample: every column filled, plausible values, readable tables."""
 import math
 
+import pytest
+
 from dfdc.bench import bench_predict, bench_preprocess, format_predict_table, format_table
 
 
@@ -26,3 +28,10 @@ def test_bench_predict_on_the_tiny_sample(tiny_sample, tiny_checkpoint):
     assert math.isclose(row["ratio_to_floor"], row["total_s"] / row["floor_s"])
     table = format_predict_table([row]).splitlines()
     assert len(table) == 3 and "| tiny x 8 | 10 | none |" in table[2]  # the model by name
+
+
+def test_bench_predict_on_a_folder_without_videos_says_so(tmp_path):
+    from dfdc.bench import bench_predict
+
+    with pytest.raises(FileNotFoundError, match="no .mp4 video under"):
+        bench_predict(tmp_path, [], None)
