@@ -4,9 +4,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 
 def _positive(text: str) -> int:
@@ -41,7 +39,7 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from dfdc.datasets.index import summarize_index
-    from dfdc.evaluate import format_metrics_table
+    from dfdc.eval.report import format_metrics_table
 
     index, metrics = Path(args.index), Path(args.metrics)
     if not index.exists():
@@ -49,8 +47,10 @@ def _cmd_summary(args: argparse.Namespace) -> int:
         return 0
     print(summarize_index(pd.read_parquet(index)))
     if metrics.exists():
-        print(f"holdout metrics ({metrics}):")
-        print(format_metrics_table(json.loads(metrics.read_text())))
+        degraded = Path(args.degraded)
+        print(f"holdout metrics ({metrics}{', ' + str(degraded) if degraded.exists() else ''}):")
+        print(format_metrics_table(json.loads(metrics.read_text()),
+                                   json.loads(degraded.read_text()) if degraded.exists() else None))
     else:
         print(f"{metrics}: not built yet (run `dvc repro`)")
     return 0
@@ -90,78 +90,14 @@ def _preprocess_sections(params: str | Path):
     return DetectParams(), CropsParams()
 
 
-def resolve_models(names: list[str] | None, models_dir: str | Path = "models") -> list[Path]:
-    """Checkpoint paths for ``--models``: files as given, names as MODELS_DIR/NAME/best.pt (default: all)."""
-    models_dir = Path(models_dir)
-    available = sorted(p.parent.name for p in models_dir.glob("*/best.pt"))
-    if not names:
-        if not available:
-            raise FileNotFoundError(f"no trained model in {models_dir}/*/best.pt: run `dvc repro` or pass --models")
-        return [models_dir / n / "best.pt" for n in available]
-    out = []
-    for name in names:
-        path = Path(name) if Path(name).suffix in (".pt", ".pth") else models_dir / name / "best.pt"
-        if not path.is_file():
-            raise FileNotFoundError(f"model {name!r} not found at {path} (available: {', '.join(available) or 'none'})")
-        out.append(path)
-    return out
+def load_scoring(args: argparse.Namespace, first_only: bool = False):
+    """The ensemble and settings the flags in ``args`` choose (:func:`dfdc.inference.load.load_scoring`)."""
+    from dfdc.inference.load import load_scoring as load
 
-
-@dataclass
-class Scoring:
-    """The models (with their weights) and the resolved settings of one `dfdc predict` or bench run."""
-
-    models: list  # of dfdc.inference.scorer.ScoringModel
-    settings: Any  # dfdc.inference.settings.Settings
-    device: Any  # torch.device
-    source: str  # where the members and weights came from, for the summary line
-    notes: list[str]  # warnings and notes to print once
-
-
-def load_scoring(args: argparse.Namespace, first_only: bool = False) -> Scoring:
-    """Load the ensemble (``--models``, ``--ensemble`` or MODELS_DIR/ensemble.json) and resolve its settings."""
-    from dfdc.device import pick_device
-    from dfdc.inference.ensemble import ENSEMBLE_FILE, read_ensemble
-    from dfdc.inference.scorer import from_checkpoint
-    from dfdc.inference.settings import resolve
-
-    device = pick_device(args.device)
-    notes: list[str] = []
-    ensemble = None
-    ensemble_path = Path(args.ensemble) if args.ensemble else Path(args.models_dir) / ENSEMBLE_FILE
-    if args.models and args.ensemble:
-        raise ValueError("--models and --ensemble both choose the models: pass one of them")
-    if args.models:
-        members = [(None, p, 1.0) for p in resolve_models(args.models, args.models_dir)]
-        source = "equal weights (--models)"
-    elif args.ensemble or ensemble_path.is_file():
-        ensemble = read_ensemble(ensemble_path)
-        members = [(m.name, m.checkpoint, m.weight) for m in ensemble.members if m.weight > 0]
-        source = f"the evaluated ensemble {ensemble_path} ({ensemble.method} weights)"
-        changed = ensemble.changed()
-        if changed:
-            notes.append(f"warning: {', '.join(changed)} changed since `evaluate` scored {ensemble_path}; "
-                         "run `dvc repro` to score the ensemble you ship")
-    else:
-        members = [(None, p, 1.0) for p in resolve_models(None, args.models_dir)]
-        source = f"equal weights (no {ensemble_path})"
-    if first_only:
-        members = members[:1]  # the bench's goal is stated for one small model
-    models = [from_checkpoint(path, device, name=name, weight=weight) for name, path, weight in members]
-    names = [m.name for m in models]
-    for m, (_, path, _) in zip(models, members):
-        if names.count(m.name) > 1:  # two checkpoints trained under one name: tell them apart by file
-            m.name = str(path)
-    synthetic = [m.name for m in models if m.synthetic_only]
-    if synthetic:
-        every = len(synthetic) == len(models)
-        notes.append(f"note: {'every model here' if every else 'model'} ({', '.join(synthetic)}) was trained only "
-                     "on the built-in synthetic sample: its scores on real videos mean nothing. Train on DFDC or "
-                     "FaceForensics++ (data.root in params.yaml) for real use.")
     flags = {k: getattr(args, k, None) for k in ("thresholds", "min_score", "min_face_size", "max_faces", "min_iou",
                                                   "max_gap", "margin", "strategy", "tta")}
-    params = args.params if Path(args.params).is_file() else None
-    return Scoring(models, resolve(models, flags, params, ensemble), device, source, notes)
+    return load(models=args.models, ensemble_file=args.ensemble, models_dir=args.models_dir, device=args.device,
+                params=args.params, flags=flags, first_only=first_only)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -180,7 +116,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     results = predict_videos(inputs.files, scoring.models, detector, frames=args.frames,
                              detect_every=args.detect_every, strategy=s.strategy, tta=s.tta, margins=s.margins,
                              link=s.link, workers=args.workers, device=scoring.device,
-                             thumbs=args.report is not None)
+                             thumbs=args.report is not None, temperature=s.temperature)
     write_submission(results, args.out)
     if args.report:
         for r in results:
@@ -190,8 +126,27 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     skipped = inputs.skipped()
     print(f"predict: {len(results)} files in {dt:.1f} s ({len(results) / dt:.2f} files/s) with "
           f"{len(scoring.models)} model(s) ({', '.join(m.name for m in scoring.models)}; {scoring.source}) on "
-          f"{scoring.device}, strategy {s.strategy}, tta {s.tta}; {s.describe()}; {fallback} scored 0.5 "
+          f"{scoring.device}, strategy {s.strategy}, tta {s.tta}"
+          f"{f', temperature {s.temperature:.3f}' if s.temperature else ''}; {s.describe()}; {fallback} scored 0.5 "
           f"(unreadable or no face){'; ' + skipped if skipped else ''} -> {args.out}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from dfdc.eval.external import evaluate_folder, write_evaluation
+    from dfdc.eval.report import format_metrics_table
+
+    scoring = load_scoring(args)
+    for note in scoring.notes:
+        print(note, file=sys.stderr)
+    out_dir = Path(args.out_dir or Path("evaluations") / Path(args.videos_root).resolve().name)
+    doc, ens, results = evaluate_folder(args.videos_root, scoring, labels=args.labels, n_boot=args.bootstrap,
+                                        frames=args.frames, detect_every=args.detect_every, workers=args.workers)
+    path = write_evaluation(doc, ens, results, out_dir)
+    print(format_metrics_table(doc))
+    s = doc["scored"]
+    print(f"evaluate: {s['videos']} labelled videos under {args.videos_root} with {len(scoring.models)} model(s) "
+          f"({scoring.source}), strategy {s['strategy']}; {s['unscored']} scored 0.5 (unreadable or no face) -> {path}")
     return 0
 
 
@@ -203,7 +158,7 @@ def _scoring_flags(p: argparse.ArgumentParser, strategy: bool = True) -> None:
                    help="ensemble file written by `evaluate` (default: MODELS_DIR/ensemble.json when present, "
                         "else every MODELS_DIR/*/best.pt with equal weights)")
     if strategy:
-        p.add_argument("--strategy", choices=["mean", "confident", "weighted"],
+        p.add_argument("--strategy", choices=["mean", "confident", "weighted", "thresholds"],
                        help="how frame scores make a video score (default: as `evaluate` scored the ensemble, "
                             "else predict.strategy in --params)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction,
@@ -274,6 +229,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="DIR", help="write a JSON and a PNG per video here")
     p.set_defaults(func=_cmd_predict)
 
+    p = sub.add_parser("evaluate", help="score a labelled set the models never saw (DFDC or FF++ layout, or a "
+                                         "folder with --labels) and write its metrics and plots")
+    p.add_argument("videos_root")
+    p.add_argument("--labels", metavar="CSV", help="filename,label (0/1 or REAL/FAKE) for a plain folder; optional "
+                                                   "columns method, original, dataset")
+    p.add_argument("--out-dir", help="gets metrics.json, videos.csv and plots/ (default evaluations/ROOT_NAME)")
+    p.add_argument("--frames", type=_positive, default=32, help="frames sampled evenly per video (default 32)")
+    p.add_argument("--detect-every", type=_positive, default=10, metavar="N")
+    p.add_argument("--bootstrap", type=_non_negative, default=1000, help="resamples for the 95%% intervals")
+    _scoring_flags(p)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=_cmd_evaluate)
+
     p = sub.add_parser("bench", help="benchmark a part of the pipeline against its baseline")
     p.add_argument("what", choices=["preprocess", "predict"])
     p.add_argument("roots", nargs="*", help="dataset roots (default: data/sample and ../shared/data/ffpp)")
@@ -289,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="print what the pipeline has produced")
     p.add_argument("--index", default="data/index.parquet")
     p.add_argument("--metrics", default="metrics/ensemble.json")
+    p.add_argument("--degraded", default="metrics/degraded.json")
     p.set_defaults(func=_cmd_summary)
     return ap
 

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -155,6 +155,19 @@ def read_frames(path: str | Path, indices: Sequence[int] | None = None) -> tuple
     finally:
         cap.release()
     return out, i
+
+
+def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
+    """Every frame of a video in order, as RGB, decoded one at a time (constant memory)."""
+    cap = _open(path)
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok or frame is None:
+                return
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    finally:
+        cap.release()
 
 
 def sample_indices(frames: int, every: int | None = None, count: int | None = None) -> list[int]:

@@ -92,3 +92,21 @@ def test_stacked_groups_and_frame_models_without_backbone_from(tmp_path):
     bad = "train:\n  models:\n    a: {arch: resnet18, backbone_from: a}\n"
     with pytest.raises(ParamsError, match="train.models.a.backbone_from: only entries of train.stacked"):
         TrainParams.load(write(tmp_path, bad))
+
+
+def test_degrade_section_errors_name_the_key(tmp_path):
+    from dfdc.config.base import ParamsError
+    from dfdc.config.degrade import DegradeParams
+
+    path = tmp_path / "params.yaml"
+    for text, key in (("degrade: {shares: {blur: 1}}", "degrade.shares: unknown degradation 'blur'"),
+                      ("degrade: {jpeg_quality: [60, 30]}", "degrade.jpeg_quality"),
+                      ("degrade: {scale: 0}", "degrade.scale")):
+        path.write_text(text)
+        with pytest.raises(ParamsError, match=key):
+            DegradeParams.load(path)
+    path.write_text("predict: {strategy: thresholds, thresholds: {levels: 5}}")
+    from dfdc.config.predict import PredictParams
+
+    with pytest.raises(ParamsError, match="predict.thresholds.levels"):
+        PredictParams.load(path)

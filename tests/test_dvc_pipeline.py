@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import FFPP, make_dvc_repo, user_env, venv_env
 from conftest import dvc as run_dvc
-from conftest import make_dvc_repo, user_env, venv_env
 
 PARAMS = """
 sample: {seed: 1, parts: 2, reals_per_part: 1, fakes_per_real: 1, seconds_min: 0.8, seconds_max: 1.0}
@@ -24,11 +24,13 @@ train:
   stacked:
     b: {arch: mobilenetv3_small_100, input_size: 32, epochs: 1, batch_size: 8, lr: 0.001, backbone_from: a,
         backbone_lr_scale: 0.0}
-predict: {strategy: mean, tta: false, device: cpu}
-evaluate: {method: equal}
+predict: {strategy: thresholds, thresholds: {levels: 1, splits: 2}, tta: false, device: cpu}
+degrade: {workers: 1}
+evaluate: {method: equal, bootstrap: 50, splits: 2, external: {}}
 """
 PREP = ["sample", "index", "detect", "crops", "diffs", "folds"]
-MODELS = ["train@a", "train_stacked@b", "predict@a", "predict_stacked@b", "evaluate"]
+MODELS = ["train@a", "train_stacked@b", "predict@a", "predict_stacked@b", "degrade", "crops_degraded",
+          "predict_degraded@a", "predict_degraded_stacked@b", "evaluate"]
 ALL = PREP + MODELS
 
 
@@ -65,8 +67,15 @@ def test_preprocessing_dag_reruns_only_what_changed(tmp_path):
     metrics = json.loads((repo / "metrics/ensemble.json").read_text())
     assert set(metrics["models"]) == {"a", "b"} and metrics["ensemble"]["n"] >= 1
     shipped = json.loads((repo / "models/ensemble.json").read_text())
-    assert sorted(shipped["members"]) == ["a", "b"] and shipped["strategy"] == "mean"
+    assert sorted(shipped["members"]) == ["a", "b"] and shipped["strategy"] == "thresholds"
     assert shipped["members"]["a"]["checkpoint"] == "a/best.pt"
+    fitted = json.loads((repo / "data/preds/a/thresholds.json").read_text())
+    assert shipped["members"]["a"]["rules"] == fitted["rules"]
+    assert fitted["cross_fitted"] is False  # one original in the holdout: nothing to cross-fit, the plain mean
+    assert shipped["members"]["a"]["rules_from"] == "data/preds/a/thresholds.json"
+    degraded = json.loads((repo / "metrics/degraded.json").read_text())
+    assert degraded["ensemble"]["n"] == metrics["ensemble"]["n"] and "calibration" in metrics
+    assert len(pd.read_parquet(repo / "data/degraded/index.parquet")) == metrics["ensemble"]["n"]
     for plot in ("roc.csv", "calibration.csv", "roc.png"):
         assert (repo / "metrics/plots" / plot).exists()
     git = lambda *a: subprocess.run(["git", *a], cwd=repo, env=venv_env(), check=True, capture_output=True)  # noqa: E731
@@ -74,7 +83,7 @@ def test_preprocessing_dag_reruns_only_what_changed(tmp_path):
     git("commit", "-qm", "baseline")
 
     exp = dvc("exp", "run", "-S", "train.stacked.b.lr=0.05")  # nothing reads b but its stages and evaluate
-    assert ran(exp) == {"train_stacked@b", "predict_stacked@b", "evaluate"}
+    assert ran(exp) == {"train_stacked@b", "predict_stacked@b", "predict_degraded_stacked@b", "evaluate"}
     diff = dvc("metrics", "diff", "--json")
     changed = json.loads(diff.stdout)
     assert "metrics/train/b.json" in changed and "metrics/train/a.json" not in changed
@@ -82,6 +91,14 @@ def test_preprocessing_dag_reruns_only_what_changed(tmp_path):
     assert "train.stacked.b.lr" in show.stdout and "0.05" in show.stdout
     plots = json.loads(dvc("plots", "diff", "--json").stdout)["data"]
     assert any("roc.csv" in name for name in plots) and any("live/b" in name for name in plots)
+    if (FFPP / "original_sequences").is_dir():  # a labelled set the models never saw, scored by its own stage
+        params = yaml.safe_load((repo / "params.yaml").read_text())
+        params["evaluate"]["external"] = {"ffpp": str(FFPP)}
+        (repo / "params.yaml").write_text(yaml.safe_dump(params))
+        assert "Running stage 'evaluate_external@ffpp'" in dvc("repro", "evaluate_external@ffpp").stdout
+        ext = json.loads((repo / "metrics/external/ffpp/metrics.json").read_text())
+        assert ext["ensemble"]["n"] == 4 and set(ext["by_method"]) == {"Deepfakes", "FaceSwap"}
+        assert "metrics/external/ffpp/metrics.json" in dvc("metrics", "show", "--json").stdout
     # b's backbone comes from a: retraining a makes DVC rerun b too
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["train"]["models"]["a"]["lr"] = 0.05
@@ -89,5 +106,5 @@ def test_preprocessing_dag_reruns_only_what_changed(tmp_path):
     assert ran(dvc("repro", "train@a")) == {"train@a"}
     status = dvc("status").stdout
     stale = {s.rstrip(":") for s in status.split() if s.rstrip(":") in MODELS}
-    assert stale == {"train_stacked@b", "predict@a", "evaluate"}, status
+    assert stale == {"train_stacked@b", "predict@a", "predict_degraded@a", "evaluate"}, status
     assert "models/a" in status.split("train_stacked@b:")[1].split("predict@a:")[0]

@@ -7,6 +7,7 @@ from typing import Any
 from dfdc.config.base import ParamsError, load_section, read_params
 from dfdc.config.crops import CropsParams
 from dfdc.config.data import DataParams
+from dfdc.config.degrade import DegradeParams
 from dfdc.config.detect import DetectParams
 from dfdc.config.diffs import DiffsParams
 from dfdc.config.evaluate import EvaluateParams
@@ -18,7 +19,7 @@ from dfdc.config.train import TrainParams
 
 SECTIONS: dict[str, type] = {cls.SECTION: cls for cls in (
     SampleParams, DataParams, IndexParams, DetectParams, CropsParams, DiffsParams, FoldsParams,
-    TrainParams, PredictParams, EvaluateParams)}
+    TrainParams, PredictParams, DegradeParams, EvaluateParams)}
 
 
 def check_file(path: str | Path) -> dict[str, Any]:

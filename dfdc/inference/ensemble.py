@@ -1,4 +1,9 @@
-"""The ensemble artifact: the members, weights and scoring that `evaluate` scored, read by `dfdc predict`."""
+"""The ensemble artifact: the members, weights and scoring that `evaluate` scored, read by `dfdc predict`.
+
+With the "thresholds" strategy each member carries its fitted rules and names
+the artifact they came from (``data/preds/M/thresholds.json``); with
+``evaluate.calibrate`` the file carries the ensemble's temperature.
+"""
 from __future__ import annotations
 
 import json
@@ -7,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dfdc.inference.aggregate import check_rules
 from dfdc.store import file_sha256, write_json
 
 ENSEMBLE_FILE = "ensemble.json"
@@ -18,6 +24,8 @@ class Member:
     checkpoint: Path  # absolute, or relative to the current directory
     weight: float
     sha256: str = ""
+    rules: tuple[tuple[float, float], ...] | None = None  # the "thresholds" strategy's (t, k) pairs
+    rules_from: str = ""
 
 
 @dataclass
@@ -28,6 +36,7 @@ class Ensemble:
     method: str = "equal"
     strategy: str | None = None
     tta: bool | None = None
+    temperature: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
@@ -38,8 +47,8 @@ class Ensemble:
 
 
 def write_ensemble(path: str | Path, members: dict[str, dict[str, Any]], *, method: str, strategy: str,
-                   tta: bool, metrics: dict[str, Any]) -> None:
-    """Write the ensemble file; ``members`` maps names to {checkpoint, sha256, weight}.
+                   tta: bool, metrics: dict[str, Any], temperature: float | None = None) -> None:
+    """Write the ensemble file; ``members`` maps names to {checkpoint, sha256, weight[, rules, rules_from]}.
 
     Checkpoint paths are stored relative to the file's folder when they lie under it.
     """
@@ -50,7 +59,10 @@ def write_ensemble(path: str | Path, members: dict[str, dict[str, Any]], *, meth
         ck = Path(m["checkpoint"]).resolve()
         rel = ck.relative_to(base).as_posix() if ck.is_relative_to(base) else str(ck)
         out[name] = {"checkpoint": rel, "sha256": m.get("sha256", ""), "weight": float(m["weight"])}
-    write_json({"members": out, "method": method, "strategy": strategy, "tta": tta, "holdout": metrics}, path)
+        if m.get("rules") is not None:
+            out[name] |= {"rules": [list(map(float, r)) for r in m["rules"]], "rules_from": m.get("rules_from", "")}
+    write_json({"members": out, "method": method, "strategy": strategy, "tta": tta, "temperature": temperature,
+                "holdout": metrics}, path)
 
 
 def read_ensemble(path: str | Path) -> Ensemble:
@@ -64,7 +76,12 @@ def read_ensemble(path: str | Path) -> Ensemble:
             if not math.isfinite(weight) or weight < 0:
                 raise ValueError(f"member {name!r}: weight must be finite and >= 0, got {weight}")
             ck = Path(m["checkpoint"])
-            members.append(Member(name, ck if ck.is_absolute() else path.parent / ck, weight, m.get("sha256", "")))
+            rules = check_rules(m["rules"], f"member {name!r}") if m.get("rules") is not None else None
+            members.append(Member(name, ck if ck.is_absolute() else path.parent / ck, weight, m.get("sha256", ""),
+                                  rules, m.get("rules_from", "")))
+        temperature = doc.get("temperature")
+        if temperature is not None and not (math.isfinite(float(temperature)) and float(temperature) > 0):
+            raise ValueError(f"temperature must be finite and > 0, got {temperature}")
     except FileNotFoundError:
         raise FileNotFoundError(f"ensemble file not found: {path}") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
@@ -72,4 +89,4 @@ def read_ensemble(path: str | Path) -> Ensemble:
     if not members or sum(m.weight for m in members) <= 0:
         raise ValueError(f"{path}: the ensemble has no member with a positive weight")
     return Ensemble(members, doc.get("method", "equal"), doc.get("strategy"), doc.get("tta"),
-                    doc.get("holdout", {}), path)
+                    None if temperature is None else float(temperature), doc.get("holdout", {}), path)

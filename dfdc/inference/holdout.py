@@ -1,29 +1,50 @@
 """Scoring of the holdout fold from stored crops: `predict@MODEL` and validation during training."""
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from dfdc.inference.aggregate import video_scores
+from dfdc.inference.aggregate import Rule, aggregate_tracks, video_scores
 from dfdc.inference.scorer import ScoringModel, score_table
 
 
 def holdout_videos(folds: pd.DataFrame, holdout: int) -> pd.DataFrame:
-    """The labelled videos of fold ``holdout``: video, label, fold."""
-    return folds[(folds["fold"] == holdout) & folds["label"].isin([0, 1])][["video", "label", "fold"]]
+    """The labelled videos of fold ``holdout``: video, label, fold, original."""
+    cols = [c for c in ("video", "label", "fold", "original") if c in folds.columns]
+    return folds[(folds["fold"] == holdout) & folds["label"].isin([0, 1])][cols]
 
 
 def score_holdout(model: ScoringModel, inputs: pd.DataFrame, videos: pd.DataFrame, directory: str | Path, *,
-                  strategy: str, tta: bool, batch_size: int,
-                  device: torch.device | str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(video scores, crop scores) of ``videos`` from their stored inputs, as `dfdc predict` aggregates.
+                  strategy: str, tta: bool, batch_size: int, device: torch.device | str, levels: int = 3,
+                  splits: int = 2, rules_by_video: Mapping[str, Sequence[Rule]] | None = None):
+    """(video scores, crop scores, threshold fit or None) of ``videos`` from their stored inputs.
 
     Each video's crops are scored by the scorer and aggregated per face track with
     ``strategy`` (the most fake track decides); a video without crops gets 0.5
-    and the reason "no face".
+    and the reason "no face". The "thresholds" strategy is fitted here, cross-fitted
+    over ``splits`` splits of the originals (:func:`dfdc.eval.thresholds.fit_thresholds`),
+    unless ``rules_by_video`` gives each video its rules (fitted elsewhere).
     """
     rows = inputs[inputs["video"].isin(videos["video"])].reset_index(drop=True)
     rows["prob"] = score_table([model], rows, directory, tta=tta, batch_size=batch_size, device=device)[model.name]
-    return video_scores(videos, rows[["video", "frame", "track", "prob"]], strategy), rows
+    frames = rows[["video", "frame", "track", "prob"]]
+    scored = video_scores(videos, frames, "mean" if strategy == "thresholds" else strategy)
+    fit = None
+    if strategy == "thresholds" and rules_by_video is not None:
+        missing = sorted(set(scored["video"]) - set(rules_by_video))
+        if missing:
+            raise ValueError(f"no fitted rules for {len(missing)} video(s), e.g. {missing[0]}: the rules come from "
+                             "another set of videos")
+        groups = dict(tuple(frames.groupby("video")))
+        scored["prob"] = [aggregate_tracks(groups[v]["prob"], groups[v]["track"], strategy, rules=rules_by_video[v])
+                          if v in groups else p for v, p in zip(scored["video"], scored["prob"])]
+    elif strategy == "thresholds":
+        from dfdc.eval.thresholds import fit_thresholds
+
+        fit = fit_thresholds(scored, frames, levels=levels, n_splits=splits)
+        scored["prob"] = fit.prob
+        scored = scored.assign(**fit.columns(scored["video"]))
+    return scored, rows, fit

@@ -30,6 +30,7 @@ class ScoringModel:
     preprocess: dict[str, Any] | None = None  # the detect/crops settings of its training crops
     data: dict[str, Any] | None = None
     synthetic_only: bool = False
+    rules: tuple[tuple[float, float], ...] | None = None  # "thresholds": fitted (t, k) pairs (None: not fitted)
     transform: Callable = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -38,6 +38,7 @@ class Settings:
     strategy: str
     tta: bool
     sources: dict[str, str] = field(default_factory=dict)  # setting -> "flag" | "checkpoints" | "params" | ...
+    temperature: float | None = None  # the calibrated ensemble's, from its file
 
     def describe(self) -> str:
         """One phrase for the summary line, naming what did not come from the checkpoints."""

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from dfdc.eval.calibrate import apply_temperature
 from dfdc.faces.crops import crop_box, cut
 from dfdc.faces.tracks import detect_subset, interpolate_tracks, link_tracks
 from dfdc.inference.aggregate import NO_FACE, aggregate_tracks
@@ -44,6 +45,7 @@ class VideoResult:
     timings: dict[str, float] = field(default_factory=dict)
     size: tuple[int, int] = (0, 0)
     thumbs: list[tuple[np.ndarray, float]] = field(default_factory=list, repr=False)  # for reports
+    cams: list[dict] = field(default_factory=list, repr=False)  # Grad-CAM of the highest-scoring faces, for reports
 
 
 def _decode(path: Path, n_frames: int) -> tuple[dict[int, np.ndarray], str, str]:
@@ -73,7 +75,7 @@ def _no_face_reason(w: int, h: int, min_face_size: int) -> str:
 
 def _score_video(path: Path, models: list[ScoringModel], detector, *, frames: int, detect_every: int,
                  strategy: str, tta: bool, margins: dict[str, float], link: dict, batch_size: int,
-                 device: torch.device, thumbs: bool) -> VideoResult:
+                 device: torch.device, thumbs: bool, temperature: float | None = None) -> VideoResult:
     """Decode, detect, crop per model, classify and aggregate one input (unclipped probability)."""
     t0 = time.perf_counter()
     decoded, error, kind = _decode(path, frames)
@@ -110,7 +112,7 @@ def _score_video(path: Path, models: list[ScoringModel], detector, *, frames: in
     weights = np.array([m.weight for m in models], np.float64)
     weights /= weights.sum()
     tracks = np.array([f["track"] for f in meta])
-    res.model_probs = {m.name: aggregate_tracks(per_model[m.name], tracks, strategy) for m in models}
+    res.model_probs = {m.name: aggregate_tracks(per_model[m.name], tracks, strategy, rules=m.rules or ()) for m in models}
     frame_probs = sum(wt * per_model[m.name] for wt, m in zip(weights, models))
     first = margins[models[0].name]
     for k, f in enumerate(meta):
@@ -120,8 +122,32 @@ def _score_video(path: Path, models: list[ScoringModel], detector, *, frames: in
     res.faces = meta
     if thumbs:
         res.thumbs = [(_thumb(c), float(p)) for c, p in zip(crops_at[first], frame_probs)]
+        res.cams = _cams(models, meta, crops_at, margins, frame_probs, device)
     res.prob = float(sum(wt * res.model_probs[m.name] for wt, m in zip(weights, models)))
+    if temperature is not None:
+        res.prob = float(apply_temperature(res.prob, temperature))
     return res
+
+
+CAM_FACES = 4
+
+
+def _cams(models: list[ScoringModel], faces: list[dict], crops_at: dict[float, list[np.ndarray]],
+          margins: dict[str, float], probs: np.ndarray, device: torch.device) -> list[dict]:
+    """Grad-CAM of the ensemble's highest-weighted model on the CAM_FACES highest-scoring faces."""
+    from dfdc.inference.gradcam import grad_cam
+
+    model = max(models, key=lambda m: m.weight)
+    top = [int(k) for k in np.argsort(-probs, kind="stable")[:CAM_FACES]]
+    crops = [crops_at[margins[model.name]][k] for k in top]
+    try:
+        heats = grad_cam(model, crops, device)
+    except ValueError as e:  # a model without a spatial feature map: the report says so, the scores stand
+        return [{"frame": None, "track": None, "prob": None, "model": model.name, "error": str(e)}]
+    # kept small until the report is written: a thumbnail and an 8-bit map per face
+    return [{"frame": faces[k]["frame"], "track": faces[k]["track"], "prob": float(probs[k]), "model": model.name,
+             "crop": _thumb(c, 160), "heat": _thumb((h * 255).astype(np.uint8), 160)}
+            for k, c, h in zip(top, crops, heats)]
 
 
 def classify_faces(frames: dict[int, np.ndarray], faces: list[dict], models: list[ScoringModel],
@@ -172,6 +198,7 @@ def predict_videos(
     device: torch.device | str = "cpu",
     thumbs: bool = False,
     progress: bool = True,
+    temperature: float | None = None,
 ) -> list[VideoResult]:
     """Score every path; unscorable files get 0.5 with a reason. Order follows ``paths``.
 
@@ -182,13 +209,19 @@ def predict_videos(
     max_gap) and carried to the other sampled frames along each track
     (:func:`dfdc.faces.tracks.interpolate_tracks`). A still image is one frame.
     Each model gets crops at its margin (``margins``, default 0.3) and the ensemble
-    score is the models' weighted mean. ``workers`` inputs are scored at once, each
+    score is the models' weighted mean (scaled by ``temperature`` when the ensemble
+    was calibrated; "thresholds" uses each model's fitted ``rules``). ``workers`` inputs are scored at once, each
     in its own thread (0: one after the other in this thread), with torch's
     intra-op threads divided between them. ``thumbs`` keeps small face thumbnails
     with their scores for :func:`write_report`.
     """
     if detect_every < 1:
         raise ValueError(f"detect_every must be >= 1, got {detect_every}")
+    unfitted = [m.name for m in models if strategy == "thresholds" and m.rules is None]
+    if unfitted:
+        raise ValueError(f"strategy 'thresholds' needs rules fitted on the holdout, and {', '.join(unfitted)} has "
+                         "none: they come only from an ensemble file that `evaluate` wrote with predict.strategy: "
+                         "thresholds (drop --models, or pass --ensemble FILE), or choose another --strategy")
     clip_models = [m.name for m in models if m.spec.input != "frame"]
     if clip_models:
         raise ValueError(f"{', '.join(clip_models)}: a clip model; dfdc predict scores frame models "
@@ -198,7 +231,7 @@ def predict_videos(
     margins = margins or {m.name: 0.3 for m in models}
     score_one = partial(_score_video, models=models, detector=detector, frames=frames, detect_every=detect_every,
                         strategy=strategy, tta=tta, margins=margins, link=link or {}, batch_size=batch_size,
-                        device=device, thumbs=thumbs)
+                        device=device, thumbs=thumbs, temperature=temperature)
     results = []
     bar = tqdm(total=len(paths), desc="predict", unit="file", disable=not progress)
     with _torch_threads(max(1, torch.get_num_threads() // max(1, workers))):
@@ -269,7 +302,8 @@ def _thumb(crop: np.ndarray, side: int = 96) -> np.ndarray:
 
 
 def write_report(res: VideoResult, out_dir: str | Path) -> tuple[Path, Path]:
-    """Per-input JSON and a PNG a person can read: score over time, face thumbnails, verdict."""
+    """Per-input JSON and a PNG a person can read (score over time, face thumbnails, verdict), and
+    NAME.gradcam.png: the highest-scoring faces under their Grad-CAM heatmaps."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -283,6 +317,7 @@ def write_report(res: VideoResult, out_dir: str | Path) -> tuple[Path, Path]:
         tmp.write_text(json.dumps({
             "filename": res.filename, "prob": res.prob, "verdict": verdict(res), "reason": res.reason,
             "kind": res.kind, "model_probs": res.model_probs, "frames": res.frames, "faces": res.faces,
+            "gradcam": [{k: c[k] for k in ("frame", "track", "prob", "model", "error") if k in c} for c in res.cams],
             "timings_s": res.timings, "size": list(res.size)}, indent=2, ensure_ascii=False) + "\n",
             encoding="utf-8")
     thumbs = res.thumbs
@@ -313,7 +348,30 @@ def write_report(res: VideoResult, out_dir: str | Path) -> tuple[Path, Path]:
     with atomic_path(png) as tmp:
         fig.savefig(tmp, dpi=80, format="png")
     plt.close(fig)
+    if res.cams and "error" not in res.cams[0]:
+        _write_cams(res, out_dir / f"{stem}.gradcam.png")
     return js, png
+
+
+def _write_cams(res: VideoResult, path: Path) -> None:
+    """Each highest-scoring face: the crop, and the crop under its Grad-CAM heatmap."""
+    import matplotlib.pyplot as plt
+
+    from dfdc.inference.gradcam import overlay
+
+    n = len(res.cams)
+    fig, axes = plt.subplots(2, n, figsize=(2.2 * n, 4.8), squeeze=False)
+    for k, c in enumerate(res.cams):
+        axes[0, k].imshow(c["crop"])
+        axes[0, k].set_title(f"frame {c['frame']}: {c['prob']:.2f}", fontsize=9)
+        axes[1, k].imshow(overlay(c["crop"], c["heat"].astype(np.float32) / 255))
+        for ax in axes[:, k]:
+            ax.axis("off")
+    fig.suptitle(f"{res.filename}: Grad-CAM of {res.cams[0]['model']} (red: drove the fake score)", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)
 
 
 def verdict(res: VideoResult) -> str:

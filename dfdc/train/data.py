@@ -50,6 +50,13 @@ class TrainData:
                                                                      np.random.default_rng(0)))
         return math.ceil(n / self.batch_size)
 
+    def reseed(self, seed: int) -> None:
+        """Seed the augmentation of the coming epoch (in this process; DataLoader workers reseed from torch's
+        seed), so that an epoch's draws depend on its number alone and a resumed run repeats them."""
+        transform = getattr(self.dataset, "transform", None)
+        if hasattr(transform, "set_random_seed"):
+            transform.set_random_seed(seed % 2**32)
+
     def loader(self, indices: np.ndarray) -> DataLoader:
         """The batches of one epoch, in ``indices`` order, as :class:`dfdc.data.batch.Batch`."""
         return DataLoader(self.dataset, batch_size=self.batch_size, sampler=indices.tolist(), collate_fn=collate,

@@ -11,6 +11,7 @@ log loss; a killed run resumes from `last.pt` when its params and data match.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 from pathlib import Path
@@ -25,7 +26,7 @@ from dfdc.config.predict import PredictParams
 from dfdc.config.train import ModelParams
 from dfdc.data.mix import AlignedMixup
 from dfdc.device import pick_device
-from dfdc.evaluate import binary_metrics
+from dfdc.eval.metrics import binary_metrics
 from dfdc.inference.holdout import holdout_videos, score_holdout
 from dfdc.inference.scorer import ScoringModel
 from dfdc.models import DeepfakeModel, create_model
@@ -53,16 +54,31 @@ def validate(model: DeepfakeModel, name: str, data: TrainData, folds: pd.DataFra
              directory: str | Path, scoring: PredictParams, device: torch.device) -> dict[str, Any]:
     """Video-level holdout metrics, scored and aggregated as `predict@MODEL` scores them."""
     videos = holdout_videos(folds, holdout)
-    scored, _ = score_holdout(ScoringModel(name, model), data.val, videos, directory, strategy=scoring.strategy,
-                              tta=scoring.tta, batch_size=scoring.batch_size, device=device)
+    scored, _, _ = score_holdout(ScoringModel(name, model), data.val, videos, directory, strategy=scoring.strategy,
+                                 tta=scoring.tta, batch_size=scoring.batch_size, device=device,
+                                 levels=scoring.thresholds.levels, splits=scoring.thresholds.splits)
     return binary_metrics(scored["label"].to_numpy(), scored["prob"].to_numpy())
+
+
+def code_fingerprint() -> str:
+    """SHA-1 of every source file of the dfdc package: a run resumes only under the code that started it
+    (DVC reruns `train@` after a code change, which must train anew, not finish the old run)."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha1()
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
 
 
 def _run_identity(resolved: dict, holdout: int, fingerprint: str, scoring: PredictParams,
                   device: torch.device) -> dict[str, Any]:
-    """What must match for a resume: the params (not the speed-only ``workers``), data, scoring, device kind."""
+    """What must match for a resume: the params (not the speed-only ``workers``), data, scoring, device kind
+    and the code."""
     return {"params": {k: v for k, v in resolved.items() if k != "workers"}, "holdout": holdout,
-            "data": fingerprint, "scoring": {"strategy": scoring.strategy, "tta": scoring.tta},
+            "code": code_fingerprint(),
+            "data": fingerprint, "scoring": {"strategy": scoring.strategy, "tta": scoring.tta,
+                        **({"thresholds": dataclasses.asdict(scoring.thresholds)}
+                           if scoring.strategy == "thresholds" else {})},
             "device": device.type}
 
 
@@ -78,7 +94,7 @@ def _resume(last: Path, model, opt, sched, scaler, rng, identity: dict, name: st
         return 0, None, []
     state = ckpt.state or {}
     if state.get("run") != identity:
-        log.info("%s: %s holds another run (params, data, scoring or device); starting over", name, last)
+        log.info("%s: %s holds another run (params, data, scoring, device or code); starting over", name, last)
         return 0, None, []
     model.load_state_dict(ckpt.weights)
     opt.load_state_dict(state["optimizer"])
@@ -144,6 +160,7 @@ def train_model(
         _log(live, row)
     for epoch in range(start, p.epochs):
         model.train()
+        data.reseed(p.seed * 1_000_003 + epoch)
         losses = []
         bar = tqdm(data.loader(data.epoch_indices(rng)), desc=f"{name} epoch {epoch + 1}/{p.epochs}",
                    unit="batch", disable=not progress)

@@ -97,7 +97,7 @@ def test_strategies_reject_empty_input():
 
 
 def test_unknown_strategy_lists_valid_names():
-    with pytest.raises(ValueError, match="unknown aggregation strategy 'median'.*confident, mean, weighted"):
+    with pytest.raises(ValueError, match="unknown aggregation strategy 'median'.*confident, mean, thresholds, weighted"):
         aggregate([0.5], "median")
 
 

@@ -273,3 +273,37 @@ def test_threads_do_not_change_scores(odd_inputs, tiny_checkpoint, detector):
     two = predict_videos(files, models, detector, frames=6, workers=2, progress=False)
     assert [r.prob for r in one] == [r.prob for r in two] and [r.reason for r in one] == [r.reason for r in two]
     assert torch.get_num_threads() == threads  # the per-worker thread count is restored
+
+
+def test_thresholds_and_temperature_come_from_the_ensemble_file(odd_inputs, tiny_checkpoint, tmp_path, capsys):
+    from dfdc.eval.calibrate import apply_temperature
+    from dfdc.inference.aggregate import aggregate_tracks
+    from dfdc.inference.ensemble import read_ensemble
+
+    models = tmp_path / "models"
+    (models / "a").mkdir(parents=True)
+    shutil.copy(tiny_checkpoint, models / "a" / "best.pt")
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(odd_inputs / "portrait.mp4", one / "portrait.mp4")
+    rules = [[0.3, 0.5], [0.1, 0.9]]
+    write_ensemble(models / "ensemble.json", {"a": {"checkpoint": models / "a" / "best.pt", "weight": 1.0,
+                                                    "rules": rules, "rules_from": "data/preds/a/thresholds.json"}},
+                   method="equal", strategy="thresholds", tta=False, metrics={}, temperature=2.0)
+    shipped = read_ensemble(models / "ensemble.json")
+    assert shipped.temperature == 2.0 and shipped.members[0].rules == ((0.3, 0.5), (0.1, 0.9))
+    rep = tmp_path / "report"
+    assert main(["predict", str(one), "-o", str(tmp_path / "s.csv"), "--models-dir", str(models), "--frames", "6",
+                 "--device", "cpu", "--report", str(rep)]) == 0
+    assert "strategy thresholds" in (out := capsys.readouterr().out) and "temperature 2.000" in out
+    doc = _report(rep, "portrait.mp4")
+    faces = doc["faces"]
+    raw = aggregate_tracks([f["model_probs"]["a"] for f in faces], [f["track"] for f in faces], "thresholds",
+                           rules=shipped.members[0].rules)
+    assert doc["model_probs"]["a"] == pytest.approx(raw)
+    assert _rows(tmp_path / "s.csv")["portrait.mp4"] == pytest.approx(
+        float(np.clip(apply_temperature(raw, 2.0), 0.01, 0.99)), abs=2e-6)
+    # without fitted rules the strategy cannot run: a clear error, not a silent mean
+    assert main(["predict", str(one), "-o", str(tmp_path / "t.csv"), "--models", str(models / "a" / "best.pt"),
+                 "--strategy", "thresholds", "--device", "cpu"]) == 2
+    assert "needs rules fitted on the holdout" in capsys.readouterr().err

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, cross-fitting, ensembles, calibration, threshold rules, plots and reports."""

@@ -1,0 +1,275 @@
+"""The evaluation document: video- and frame-level metrics per model and for the ensemble, with intervals,
+per manipulation method and source dataset, and the numbers of temperature scaling before and after.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dfdc.eval.calibrate import apply_temperature, expected_calibration_error, fit_temperature
+from dfdc.eval.crossfit import group_splits, video_groups
+from dfdc.eval.ensemble import ENSEMBLE, cross_fit_weights, ensemble, fit_weights
+from dfdc.eval.metrics import binary_metrics, log_loss, per_group, per_method, with_ci
+
+
+def _groups(preds: Mapping[str, pd.DataFrame], info: pd.DataFrame | None) -> dict[str, str]:
+    """video -> cross-fitting group (its original), from the prediction tables or ``info``."""
+    for table in [*preds.values(), info]:
+        if table is not None and "original" in table.columns:
+            return dict(zip(table["video"].astype(str), video_groups(table["video"], table["original"])))
+    return {}
+
+
+def _frame_table(frames: Mapping[str, pd.DataFrame], videos: pd.Series,
+                 weights: Mapping[str, float]) -> pd.DataFrame | None:
+    """One row per crop that every model scored: key, video, label, prob_<model>, prob (weighted)."""
+    out = None
+    for name, f in frames.items():
+        part = f.loc[f["video"].isin(videos), ["key", "video", "label", "prob"]].rename(columns={"prob": f"prob_{name}"})
+        out = part if out is None else out.merge(part.drop(columns=["video", "label"]), on="key", how="inner")
+    if out is None or out.empty:
+        return None
+    total = sum(weights.values())
+    out["prob"] = sum(weights[n] * out[f"prob_{n}"] for n in frames) / total
+    return out.reset_index(drop=True)
+
+
+def _breakdowns(table: pd.DataFrame, info: pd.DataFrame | None, columns: dict[str, str]) -> dict[str, dict]:
+    if info is None:
+        return {}
+    keep = [c for c in ("method", "dataset") if c in info.columns]
+    t = table.merge(info[["video", *keep]].drop_duplicates("video"), on="video", how="left")
+    out = {}
+    if "method" in keep:
+        out["by_method"] = per_method(t, columns)
+    if "dataset" in keep:
+        out["by_dataset"] = per_group(t, "dataset", columns)
+    return out
+
+
+def _splits_and_views(preds: Mapping[str, pd.DataFrame], ens: pd.DataFrame, keys: list[str], n_splits: int,
+                      seed: int) -> tuple[list[np.ndarray], list[np.ndarray]] | None:
+    """Cross-fitting splits of the ensemble's videos and, per split, every video's model scores as the values
+    fitted without that split made them; None when the videos cannot be split.
+
+    Models whose thresholds were cross-fitted (``split`` and ``prob_fit{k}`` columns) fix the splits, so
+    the weights and temperatures fitted later follow the same ones.
+    """
+    names = list(preds)
+    order = ens["video"]
+    carried = [n for n in names if "split" in preds[n].columns]
+    if carried:
+        split = {n: preds[n].set_index("video").loc[order] for n in carried}
+        first = split[carried[0]]["split"].to_numpy()
+        if any((split[n]["split"].to_numpy() != first).any() for n in carried):
+            raise ValueError("the models' thresholds were cross-fitted on different splits of the holdout; "
+                             "give every model the same predict.thresholds.splits")
+        parts = [np.flatnonzero(first == k) for k in range(int(first.max()) + 1)]
+        views = [np.column_stack([split[n][f"prob_fit{k}"].to_numpy() if n in split else ens[f"prob_{n}"].to_numpy()
+                                  for n in names]) for k in range(len(parts))]
+        return parts, views
+    if len(set(keys)) < n_splits:
+        return None
+    parts = group_splits(keys, n_splits, seed)
+    plain = ens[[f"prob_{n}" for n in names]].to_numpy(dtype=float)
+    return parts, [plain] * len(parts)
+
+
+def _nested_temperature(y: np.ndarray, views: list[np.ndarray], scores: np.ndarray, parts: list[np.ndarray]):
+    """Split k's ``scores`` scaled by the temperature fitted on the other splits' ``views[k]``."""
+    out = np.empty_like(scores)
+    temps = []
+    for view, part in zip(views, parts):
+        rest = np.setdiff1d(np.arange(len(y)), part)
+        t = fit_temperature(y[rest], view[rest])
+        out[part] = apply_temperature(scores[part], t)
+        temps.append(t)
+    return out, temps
+
+
+def _calibration(y: np.ndarray, before: np.ndarray, after: np.ndarray, temps: list[float], shipped: float) -> dict:
+    return {"temperature": shipped, "split_temperatures": temps,
+            "ece_before": expected_calibration_error(y, before), "ece_after": expected_calibration_error(y, after),
+            "log_loss_before": log_loss(y, before), "log_loss_after": log_loss(y, after)}
+
+
+def evaluate(
+    preds: Mapping[str, pd.DataFrame],
+    *,
+    frames: Mapping[str, pd.DataFrame] | None = None,
+    info: pd.DataFrame | None = None,
+    method: str = "equal",
+    weights: Mapping[str, float] | None = None,
+    n_splits: int = 2,
+    seed: int = 0,
+    calibrate: bool = False,
+    temperature: float | None = None,
+    fitted: Mapping[str, Any] | None = None,
+    n_boot: int = 1000,
+    clip: tuple[float, float] | None = None,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Every metric of one scored set, and the ensemble table it was computed on.
+
+    ``preds``: per model, video rows (video, label, prob, fold; ``original`` keeps a
+    fake with its original in one cross-fitting split; ``split``/``prob_fit{k}`` from
+    cross-fitted thresholds). ``frames``: per model, crop rows (key, video, label,
+    prob) for frame-level metrics. ``info``: video, method, dataset for the
+    breakdowns. Fitted steps are cross-fitted as one chain: split k is scored with
+    weights (``method: fitted``) and temperatures fitted on the other splits' scores
+    as split k's fit made them, so no video's label reaches its own score.
+    ``calibrate`` scores the ensemble with its cross-fitted temperature.
+    ``temperature`` applies a fixed one and ``fitted`` (the clean holdout's
+    ``split_videos``, ``split_weights`` and ``split_temperatures`` attrs) scores each
+    video with the weights and temperature of its split on the clean holdout (its
+    degraded twin); ``clip`` then clips the ensemble's scores as a submission does.
+    Temperature scaling of every model and of the ensemble is reported under
+    "calibration" either way. The table's ``attrs`` hold ``weights`` (fitted on
+    every video: what ships), ``split_*`` and ``calibrated`` (name -> cross-fitted
+    temperature-scaled scores, for the reliability diagram).
+    """
+    groups = _groups(preds, info)
+    names = list(preds)
+    ens = ensemble(preds, weights=weights, method="given" if method == "given" else "equal")
+    y = ens["label"].to_numpy()
+    keys = [groups.get(v, v) for v in ens["video"].astype(str)]
+    plain = ens[[f"prob_{n}" for n in names]].to_numpy(dtype=float)
+    split = _splits_and_views(preds, ens, keys, n_splits, seed) if np.unique(y).size == 2 else None
+    w_full = np.array([ens.attrs["weights"][n] for n in names])
+    split_w: list[np.ndarray] = []
+    if method == "fitted":
+        if split is None:
+            raise ValueError(f"cannot cross-fit weights on {len(ens)} videos ({len(set(keys))} originals) "
+                             f"over {n_splits} splits")
+        prob, split_w = cross_fit_weights(y, split[1], split[0])
+        w_full = fit_weights(y, plain)
+    elif fitted is not None:
+        where = {v: k for k, vs in enumerate(fitted["split_videos"]) for v in vs}
+        k_of = [where[v] for v in ens["video"]]
+        prob = np.array([plain[i] @ np.array([fitted["split_weights"][k][n] for n in names])
+                         for i, k in enumerate(k_of)])
+        if fitted.get("split_temperatures"):
+            prob = np.array([apply_temperature(q, fitted["split_temperatures"][k]) for q, k in zip(prob, k_of)])
+    else:
+        prob = plain @ w_full
+        if split is not None:
+            split_w = [w_full] * len(split[0])
+    if temperature is not None:
+        prob = apply_temperature(prob, temperature)
+    ens["prob"] = np.clip(prob, 0.0, 1.0)
+    columns = {n: f"prob_{n}" for n in names} | {ENSEMBLE: "prob"}
+
+    calibration, calibrated, ens_temps = {}, {}, []
+    if split is not None:
+        parts, views = split
+        for j, n in enumerate(names):
+            after, temps = _nested_temperature(y, [v[:, j] for v in views], plain[:, j], parts)
+            calibration[n] = _calibration(y, plain[:, j], after, temps, fit_temperature(y, plain[:, j]))
+            calibrated[n] = after
+        ens_views = [v @ w for v, w in zip(views, split_w)] if split_w else [ens["prob"].to_numpy()] * len(parts)
+        if temperature is not None and split_w:
+            ens_views = [apply_temperature(v, temperature) for v in ens_views]
+        after, ens_temps = _nested_temperature(y, ens_views, ens["prob"].to_numpy(), parts)
+        calibration[ENSEMBLE] = _calibration(y, ens["prob"].to_numpy(), after, ens_temps,
+                                             fit_temperature(y, ens["prob"].to_numpy()))
+        calibrated[ENSEMBLE] = after
+    summary_extra: dict[str, Any] = {"calibrated": False, "temperature": temperature}
+    if calibrate:
+        if ENSEMBLE not in calibrated:
+            raise ValueError(f"cannot cross-fit a temperature on {len(ens)} videos ({len(set(keys))} originals, "
+                             f"{np.unique(y).size} classes) over {n_splits} splits")
+        ens["prob"] = calibrated[ENSEMBLE]
+        summary_extra = {"calibrated": True, "temperature": calibration[ENSEMBLE]["temperature"]}
+    if clip is not None:
+        ens["prob"] = ens["prob"].clip(*clip)
+
+    doc: dict[str, Any] = {"models": {n: with_ci(y, ens[f"prob_{n}"], keys, n_boot=n_boot, seed=seed)
+                                      for n in names}}
+    doc[ENSEMBLE] = {**with_ci(y, ens["prob"], keys, n_boot=n_boot, seed=seed), "method": method,
+                     "weights": dict(zip(names, map(float, w_full))), "dropped": int(ens.attrs["dropped"]),
+                     "cross_fitted": method == "fitted", **summary_extra}
+    doc["calibration"] = calibration
+
+    video_parts, frame_parts = _breakdowns(ens, info, columns), {}
+    if frames:
+        ft = _frame_table(frames, ens["video"], doc[ENSEMBLE]["weights"])
+        if ft is not None:  # raw crop scores: a video-level temperature does not apply to them
+            doc["frame"] = {name: binary_metrics(ft["label"], ft[col]) for name, col in columns.items()}
+            frame_parts = _breakdowns(ft, info, columns)
+    for key, part in video_parts.items():
+        doc[key] = {group: {"video": m, **({"frame": frame_parts[key][group]}
+                                           if group in frame_parts.get(key, {}) else {})}
+                    for group, m in part.items()}
+    ens.attrs.update(weights=doc[ENSEMBLE]["weights"], calibrated=calibrated,
+                     split_videos=[ens["video"].iloc[p].tolist() for p in split[0]] if split else [],
+                     split_weights=[dict(zip(names, map(float, w))) for w in split_w],
+                     split_temperatures=ens_temps if calibrate else [])
+    return doc, ens
+
+
+def _cell(value: Any, key: str = "") -> str:
+    if value is None:
+        return "-"
+    if key in ("n", "n_real", "n_fake"):
+        return str(int(value))
+    return "nan" if isinstance(value, float) and math.isnan(value) else f"{float(value):.4f}"
+
+
+def _ci(m: Mapping, key: str) -> str:
+    lo, hi = m.get(f"{key}_lo"), m.get(f"{key}_hi")
+    if lo is None or hi is None or math.isnan(lo):
+        return _cell(m.get(key))
+    return f"{_cell(m.get(key))} [{lo:.3f}, {hi:.3f}]"
+
+
+def _grid(header: list[str], body: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+
+    def line(r: list[str]) -> str:
+        return "  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r))
+
+    return [line(header), line(["-" * w for w in widths]), *(line(r) for r in body)]
+
+
+def format_metrics_table(doc: Mapping, degraded: Mapping | None = None) -> str:
+    """Plain-text tables of an evaluation document: video level with 95% intervals and frame level,
+    per method, clean against degraded, and calibration."""
+    rows = [*doc.get("models", {}).items(), *([(ENSEMBLE, doc[ENSEMBLE])] if ENSEMBLE in doc else [])]
+    frame = doc.get("frame", {})
+    header = ["model", "log_loss [95% CI]", "auc [95% CI]", "ap", "eer", "acc", "ll_real", "ll_fake",
+              "frame_auc", "frame_ll", "n"]
+    body = [[name, _ci(m, "log_loss"), _ci(m, "auc"), _cell(m.get("ap")), _cell(m.get("eer")),
+             _cell(m.get("accuracy")), _cell(m.get("log_loss_real")), _cell(m.get("log_loss_fake")),
+             _cell(frame.get(name, {}).get("auc")), _cell(frame.get(name, {}).get("log_loss")),
+             _cell(m.get("n"), "n")] for name, m in rows]
+    out = ["video level (frame_*: every scored crop)", *_grid(header, body)]
+    ens = doc.get(ENSEMBLE, {})
+    if ens.get("weights"):
+        w = ", ".join(f"{k}={v:.3f}" for k, v in ens["weights"].items())
+        t = f"; temperature {ens['temperature']:.3f}" if ens.get("temperature") else ""
+        out.append(f"ensemble ({ens.get('method', '?')}{', calibrated' if ens.get('calibrated') else ''}): {w}{t}")
+    names = [name for name, _ in rows]
+    for key, title in (("by_method", "per manipulation method (its fakes against every real)"),
+                       ("by_dataset", "per source dataset")):
+        part = doc.get(key, {})
+        if not part or (key == "by_dataset" and len(part) < 2):
+            continue
+        body = [[group, *(f"{_cell(v['video'][n]['auc'])} / {_cell(v['video'][n]['log_loss'])}" for n in names),
+                 _cell(v["video"][names[-1]]["n"], "n")] for group, v in part.items()]
+        out += ["", f"{title}: video auc / log loss", *_grid([key.removeprefix("by_"), *names, "n"], body)]
+    if degraded:
+        drows = {**degraded.get("models", {}), ENSEMBLE: degraded.get(ENSEMBLE, {})}
+        body = [[n, _cell(m.get("log_loss")), _cell(drows.get(n, {}).get("log_loss")), _cell(m.get("auc")),
+                 _cell(drows.get(n, {}).get("auc"))] for n, m in rows]
+        out += ["", "clean against degraded holdout (one of JPEG, downscale, half fps or none per original)",
+                *_grid(["model", "ll_clean", "ll_degraded", "auc_clean", "auc_degraded"], body)]
+    cal = doc.get("calibration", {})
+    if cal:
+        body = [[n, f"{c['temperature']:.3f}", _cell(c["ece_before"]), _cell(c["ece_after"]),
+                 _cell(c["log_loss_before"]), _cell(c["log_loss_after"])] for n, c in cal.items()]
+        out += ["", "temperature scaling, cross-fitted (evaluate.calibrate switches it on for the ensemble)",
+                *_grid(["model", "T", "ece_before", "ece_after", "ll_before", "ll_after"], body)]
+    return "\n".join(out)

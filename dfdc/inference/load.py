@@ -1,0 +1,93 @@
+"""Load what scores raw videos: the shipped ensemble (or chosen checkpoints) and its resolved settings."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+def resolve_models(names: list[str] | None, models_dir: str | Path = "models") -> list[Path]:
+    """Checkpoint paths for ``--models``: files as given, names as MODELS_DIR/NAME/best.pt (default: all)."""
+    models_dir = Path(models_dir)
+    available = sorted(p.parent.name for p in models_dir.glob("*/best.pt"))
+    if not names:
+        if not available:
+            raise FileNotFoundError(f"no trained model in {models_dir}/*/best.pt: run `dvc repro` or pass --models")
+        return [models_dir / n / "best.pt" for n in available]
+    out = []
+    for name in names:
+        path = Path(name) if Path(name).suffix in (".pt", ".pth") else models_dir / name / "best.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"model {name!r} not found at {path} (available: {', '.join(available) or 'none'})")
+        out.append(path)
+    return out
+
+
+@dataclass
+class Scoring:
+    """The models (with their weights) and the resolved settings of one `dfdc predict` or bench run."""
+
+    models: list  # of dfdc.inference.scorer.ScoringModel
+    settings: Any  # dfdc.inference.settings.Settings
+    device: Any  # torch.device
+    source: str  # where the members and weights came from, for the summary line
+    notes: list[str]  # warnings and notes to print once
+
+
+def load_scoring(*, models: list[str] | None = None, ensemble_file: str | Path | None = None,
+                 models_dir: str | Path = "models", device: str = "auto", params: str | Path = "params.yaml",
+                 flags: dict[str, Any] | None = None, first_only: bool = False) -> Scoring:
+    """Load the ensemble (``models``, ``ensemble_file`` or MODELS_DIR/ensemble.json) and resolve its settings.
+
+    ``flags`` are explicit settings (detector, margin, strategy, tta; None: not given).
+    """
+    from dfdc.device import pick_device
+    from dfdc.inference.ensemble import ENSEMBLE_FILE, read_ensemble
+    from dfdc.inference.scorer import from_checkpoint
+    from dfdc.inference.settings import resolve
+
+    device = pick_device(device)
+    notes: list[str] = []
+    ensemble = None
+    ensemble_path = Path(ensemble_file) if ensemble_file else Path(models_dir) / ENSEMBLE_FILE
+    if models and ensemble_file:
+        raise ValueError("--models and --ensemble both choose the models: pass one of them")
+    rules: dict[str, tuple] = {}  # () is a fit too: no rule beat the plain mean
+    if models:
+        members = [(None, p, 1.0) for p in resolve_models(models, models_dir)]
+        source = "equal weights (--models)"
+    elif ensemble_file or ensemble_path.is_file():
+        ensemble = read_ensemble(ensemble_path)
+        members = [(m.name, m.checkpoint, m.weight) for m in ensemble.members if m.weight > 0]
+        rules = {m.name: m.rules for m in ensemble.members if m.rules is not None}
+        source = f"the evaluated ensemble {ensemble_path} ({ensemble.method} weights)"
+        changed = ensemble.changed()
+        if changed:
+            notes.append(f"warning: {', '.join(changed)} changed since `evaluate` scored {ensemble_path}; "
+                         "run `dvc repro` to score the ensemble you ship")
+    else:
+        members = [(None, p, 1.0) for p in resolve_models(None, models_dir)]
+        source = f"equal weights (no {ensemble_path})"
+    if first_only:
+        members = members[:1]  # the bench's goal is stated for one small model
+    loaded = [from_checkpoint(path, device, name=name, weight=weight) for name, path, weight in members]
+    for m in loaded:
+        m.rules = rules.get(m.name)
+    names = [m.name for m in loaded]
+    for m, (_, path, _) in zip(loaded, members):
+        if names.count(m.name) > 1:  # two checkpoints trained under one name: tell them apart by file
+            m.name = str(path)
+    synthetic = [m.name for m in loaded if m.synthetic_only]
+    if synthetic:
+        every = len(synthetic) == len(loaded)
+        notes.append(f"note: {'every model here' if every else 'model'} ({', '.join(synthetic)}) was trained only "
+                     "on the built-in synthetic sample: its scores on real videos mean nothing. Train on DFDC or "
+                     "FaceForensics++ (data.root in params.yaml) for real use.")
+    settings = resolve(loaded, flags or {}, params if Path(params).is_file() else None, ensemble)
+    if ensemble is not None and ensemble.temperature is not None:
+        if settings.strategy == ensemble.strategy:
+            settings.temperature = ensemble.temperature
+        else:
+            notes.append(f"note: the ensemble's temperature was fitted for strategy {ensemble.strategy}; "
+                         f"with {settings.strategy} its scores are not calibrated")
+    return Scoring(loaded, settings, device, source, notes)
