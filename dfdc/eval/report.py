@@ -146,13 +146,17 @@ def evaluate(
                              f"over {n_splits} splits")
         prob, split_w = cross_fit_weights(y, split[1], split[0])
         w_full = fit_weights(y, plain)
-    elif fitted is not None:
+    elif fitted is not None:  # a video of no clean split (none could be made) gets what ships
         where = {v: k for k, vs in enumerate(fitted["split_videos"]) for v in vs}
-        k_of = [where[v] for v in ens["video"]]
-        prob = np.array([plain[i] @ np.array([fitted["split_weights"][k][n] for n in names])
-                         for i, k in enumerate(k_of)])
-        if fitted.get("split_temperatures"):
-            prob = np.array([apply_temperature(q, fitted["split_temperatures"][k]) for q, k in zip(prob, k_of)])
+        split_weights = [np.array([w[n] for n in names]) for w in fitted["split_weights"]]
+        shipped = np.array([fitted["weights"][n] for n in names])
+        temps = fitted.get("split_temperatures") or []
+        prob = np.empty(len(ens))
+        for i, v in enumerate(ens["video"]):
+            k = where.get(v)
+            prob[i] = plain[i] @ (shipped if k is None else split_weights[k])
+            if temps and k is not None:
+                prob[i] = apply_temperature(prob[i], temps[k])
     else:
         prob = plain @ w_full
         if split is not None:

@@ -79,3 +79,20 @@ def test_calibration_before_and_after():
     assert c["temperature"] > 1 and len(c["split_temperatures"]) == 2
     assert c["ece_after"] < c["ece_before"] and c["log_loss_after"] < c["log_loss_before"]
     assert ens.attrs["calibrated"]["ensemble"].shape == (300,)
+
+
+def test_degraded_videos_take_their_clean_twins_split_fit():
+    preds = _tables(n=60)
+    _, clean = evaluate(preds, method="fitted", calibrate=True, n_boot=0)
+    degraded = {m: t.assign(prob=np.clip(t["prob"] * 0.8 + 0.1, 0, 1)) for m, t in preds.items()}
+    _, d = evaluate(degraded, fitted=clean.attrs, n_boot=0)
+    a, b = (degraded[m].set_index("video")["prob"] for m in ("a", "b"))
+    for k, videos in enumerate(clean.attrs["split_videos"]):
+        w, t = clean.attrs["split_weights"][k], clean.attrs["split_temperatures"][k]
+        expected = apply_temperature(w["a"] * a.loc[videos] + w["b"] * b.loc[videos], t)
+        assert d.set_index("video").loc[videos, "prob"].to_numpy() == pytest.approx(expected)
+    # no clean split could be made (too few originals): what ships
+    _, alone = evaluate(degraded, fitted={"split_videos": [], "split_weights": [], "weights": clean.attrs["weights"]},
+                        n_boot=0)
+    w = clean.attrs["weights"]
+    assert alone.set_index("video")["prob"].to_numpy() == pytest.approx((w["a"] * a + w["b"] * b).to_numpy())
