@@ -1,4 +1,5 @@
-"""Ensembles of per-model video scores: equal, given or cross-fitted simplex weights.
+"""Ensembles of per-model video scores: the join, equal or given weights, and simplex weights fitted
+(cross-fitted by :func:`dfdc.eval.report.evaluate`, which chains them with the other fitted steps).
 
 Prediction tables have one row per video with columns ``video``, ``label``
 (0 real, 1 fake), ``prob`` (P(fake)) and ``fold``.
@@ -13,11 +14,10 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy.optimize import minimize
 
-from dfdc.eval.crossfit import group_splits
 from dfdc.eval.metrics import DEFAULT_CLIP, check_arrays
 
 ENSEMBLE = "ensemble"
-METHODS = ("equal", "given", "fitted")
+METHODS = ("equal", "given")
 REQUIRED = ("video", "label", "prob", "fold")
 
 
@@ -127,21 +127,13 @@ def ensemble(
     preds: Mapping[str, pd.DataFrame],
     weights: Mapping[str, float] | None = None,
     method: str = "equal",
-    *,
-    n_splits: int = 2,
-    seed: int = 0,
-    groups: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Weighted mean of the models' probabilities over the videos every model predicts.
 
-    ``method`` is "equal", "given" (``weights``, normalised) or "fitted": simplex
-    weights minimising log loss, cross-fitted over ``n_splits`` splits of whole
-    ``groups`` (video -> group, e.g. its original; default: each video alone) so
-    each video is scored with weights fitted on the other videos.
-    Returns columns video, label, fold, prob, prob_<model>; ``attrs`` holds
-    ``weights`` (for "fitted": fitted on all videos, informational), ``method``,
-    ``dropped`` (videos missing from some model) and, for "fitted",
-    ``cross_fitted``, ``split_weights`` and ``split_videos``.
+    ``method`` is "equal" or "given" (``weights``, normalised); fitted weights are
+    :func:`dfdc.eval.report.evaluate`'s. Returns columns video, label, fold, prob,
+    prob_<model>; ``attrs`` holds ``weights``, ``method`` and ``dropped`` (videos
+    missing from some model).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -151,22 +143,9 @@ def ensemble(
     names = list(preds)
     cols = [f"prob_{n}" for n in names]
     probs = joined[cols].to_numpy(dtype=float)
-    y = joined["label"].to_numpy()
-    attrs: dict = {"method": method, "dropped": int(dropped)}
-
-    if method == "fitted":
-        keys = [str((groups or {}).get(v, v)) for v in joined["video"]]
-        parts = group_splits(keys, n_splits, seed)
-        prob, split_w = cross_fit_weights(y, [probs] * len(parts), parts)
-        w = fit_weights(y, probs)
-        attrs.update(cross_fitted=True, split_weights=[dict(zip(names, map(float, s))) for s in split_w],
-                     split_videos=[joined["video"].iloc[part].tolist() for part in parts])
-    else:
-        w = np.full(len(names), 1.0 / len(names)) if method == "equal" else _given_weights(names, weights)
-        prob = probs @ w
-
+    w = np.full(len(names), 1.0 / len(names)) if method == "equal" else _given_weights(names, weights)
     out = joined[["video", "label", "fold"]].copy()
-    out["prob"] = np.clip(prob, 0.0, 1.0)
+    out["prob"] = np.clip(probs @ w, 0.0, 1.0)
     out[cols] = probs
-    out.attrs.update(attrs, weights=dict(zip(names, map(float, w))))
+    out.attrs.update(method=method, dropped=int(dropped), weights=dict(zip(names, map(float, w))))
     return out

@@ -12,7 +12,7 @@ import pandas as pd
 
 from dfdc.eval.calibrate import apply_temperature, expected_calibration_error, fit_temperature
 from dfdc.eval.crossfit import group_splits, video_groups
-from dfdc.eval.ensemble import ENSEMBLE, cross_fit_weights, ensemble, fit_weights
+from dfdc.eval.ensemble import ENSEMBLE, METHODS, cross_fit_weights, ensemble, fit_weights
 from dfdc.eval.metrics import binary_metrics, log_loss, per_group, per_method, with_ci
 
 
@@ -131,6 +131,8 @@ def evaluate(
     every video: what ships), ``split_*`` and ``calibrated`` (name -> cross-fitted
     temperature-scaled scores, for the reliability diagram).
     """
+    if method not in (*METHODS, "fitted"):
+        raise ValueError(f"method must be one of {(*METHODS, 'fitted')}, got {method!r}")
     groups = _groups(preds, info)
     names = list(preds)
     ens = ensemble(preds, weights=weights, method="given" if method == "given" else "equal")
@@ -207,7 +209,7 @@ def evaluate(
         doc[key] = {group: {"video": m, **({"frame": frame_parts[key][group]}
                                            if group in frame_parts.get(key, {}) else {})}
                     for group, m in part.items()}
-    ens.attrs.update(weights=doc[ENSEMBLE]["weights"], calibrated=calibrated,
+    ens.attrs.update(method=method, weights=doc[ENSEMBLE]["weights"], calibrated=calibrated,
                      split_videos=[ens["video"].iloc[p].tolist() for p in split[0]] if split else [],
                      split_weights=[dict(zip(names, map(float, w))) for w in split_w],
                      split_temperatures=ens_temps if calibrate else [])

@@ -138,6 +138,8 @@ def test_ensemble_rejects_unknown_method_and_label_mismatch():
     a = _table(["x"], [0], [0.2])
     with pytest.raises(ValueError, match="method"):
         ensemble({"a": a}, method="median")
+    with pytest.raises(ValueError, match="method"):
+        evaluate({"a": a}, method="median", n_boot=0)
     with pytest.raises(ValueError, match="disagree"):
         ensemble({"a": a, "b": _table(["x"], [1], [0.4])})
 
@@ -151,8 +153,8 @@ def test_ensemble_inner_join_reports_dropped():
 
 
 def test_fitted_weights_favour_perfect_model_and_are_cross_fitted(perfect_and_noise):
-    e = ensemble(perfect_and_noise, method="fitted")
-    assert e.attrs["cross_fitted"] is True
+    doc, e = evaluate(perfect_and_noise, method="fitted", n_boot=0)
+    assert doc["ensemble"]["cross_fitted"] is True
     assert e.attrs["weights"]["A"] > 0.8
     assert sum(e.attrs["weights"].values()) == pytest.approx(1.0)
     splits, split_w = e.attrs["split_videos"], e.attrs["split_weights"]
@@ -177,7 +179,7 @@ def test_cross_fitting_differs_from_in_sample_fit():
     videos = [f"v{i}" for i in range(n)]
     preds = {f"m{k}": _table(videos, y, np.clip(0.5 + 0.3 * (y - 0.5) + rng.normal(0, 0.25, n), 0, 1))
              for k in range(4)}
-    e = ensemble(preds, method="fitted", n_splits=4)
+    _, e = evaluate(preds, method="fitted", n_splits=4, n_boot=0)
     assert len(e.attrs["split_videos"]) == 4
     w_full = np.array([e.attrs["weights"][k] for k in preds])
     in_sample = e[[f"prob_{k}" for k in preds]].to_numpy() @ w_full
@@ -189,7 +191,7 @@ def test_cross_fitting_differs_from_in_sample_fit():
 @pytest.mark.parametrize("n_splits", [1, 11])
 def test_fitted_split_count_is_bounded(perfect_and_noise, n_splits):
     with pytest.raises(ValueError, match="n_splits"):
-        ensemble(perfect_and_noise, method="fitted", n_splits=n_splits)
+        evaluate(perfect_and_noise, method="fitted", n_splits=n_splits, n_boot=0)
 
 
 def test_evaluate_keys(perfect_and_noise):
