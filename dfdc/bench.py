@@ -7,6 +7,11 @@
   video at half resolution in batches of 32, then crops from every 10th frame;
 - ours: detect on every 10th frame with the scale rule, crops at those frames;
 - diffs: our SSIM mask against scikit-image's per mask.
+
+`dfdc bench clips` times the `clips` stage next to the decode floor of the same
+videos (a clip needs every frame of its window, so one full decode is the
+floor), `dfdc bench clip-models` the training throughput of the clip models,
+and `dfdc bench predict` the whole of `dfdc predict` next to its decode floor.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dfdc.config.clips import ClipsParams
 from dfdc.config.detect import DetectParams
 from dfdc.datasets.index import build_index
 from dfdc.faces.crops import crop_box, cut
@@ -146,7 +152,7 @@ def bench_predict(root: str | Path, models: list, settings, frames: int = 32, de
                             strategy=settings.strategy, tta=tta, margins=settings.margins, link=settings.link,
                             workers=workers, device=dev, progress=False)
     n = len(files)
-    part = {k: sum(r.timings.get(k, 0.0) for r in results) / n for k in ("decode", "detect", "classify")}
+    part = {k: sum(r.timings.get(k, 0.0) for r in results) / n for k in ("decode", "detect", "classify", "clips")}
     return {"dataset": str(root), "videos": n, "models": " + ".join(m.name for m in models), "frames": frames,
             "detect_every": detect_every, "tta": tta, "workers": workers,
             "floor_s": floor / n, "total_s": total / n, **{f"{k}_s": v for k, v in part.items()},
@@ -156,12 +162,13 @@ def bench_predict(root: str | Path, models: list, settings, frames: int = 32, de
 def format_predict_table(rows: list[dict]) -> str:
     """Markdown table of :func:`bench_predict` results."""
     lines = ["| dataset | videos (scored) | models x frames | detect every | TTA | decode floor s/video | "
-             "predict s/video | decode / detect / classify s/video (per worker) | vs floor |", "|" + "---|" * 9]
+             "predict s/video | decode / detect / classify / clips s/video (per worker) | vs floor |",
+             "|" + "---|" * 9]
     for r in rows:
         lines.append(f"| {Path(r['dataset']).name} | {r['videos']} ({r['scored']}) | {r['models']} x {r['frames']} | "
                      f"{r['detect_every']} | {'flip' if r['tta'] else 'none'} | "
                      f"{r['floor_s']:.3f} | {r['total_s']:.3f} | {r['decode_s']:.3f} / {r['detect_s']:.3f} / "
-                     f"{r['classify_s']:.3f} | {r['ratio_to_floor']:.2f}x |")
+                     f"{r['classify_s']:.3f} / {r['clips_s']:.3f} | {r['ratio_to_floor']:.2f}x |")
     return "\n".join(lines)
 
 
@@ -179,4 +186,91 @@ def format_table(rows: list[dict]) -> str:
             f"{r['iou_mean']:.3f} ({r['iou_min']:.3f}) | {r['diff_ours_ms']:.2f} / {r['diff_skimage_ms']:.2f} "
             f"({r['diff_speedup']:.1f}x, {r['diff_max_abs']:.0f}) |"
         )
+    return "\n".join(lines)
+
+
+def bench_clips(root: str | Path, clips: ClipsParams | None = None, detect: DetectParams | None = None,
+                workers: int = 2) -> dict:
+    """Seconds per video of the `clips` stage (``clips`` settings) next to the decode floor of the same videos.
+
+    Faces come from our detector first (not timed); the stage then decodes every
+    video, real and fake, once, and cuts and encodes its windows.
+    """
+    from dfdc.preprocess.clips import clip_videos
+
+    clips = clips or ClipsParams()
+    detect = detect or DetectParams()
+    index = build_index(root, progress=False)
+    index = index[index["ok"] & index["label"].isin([0, 1])]
+    n = len(index)
+    floor = decode_floor(list(index["path"]))
+    det = FaceDetector.from_params(detect, device="cpu")
+    faces, _ = detect_videos(index, det, every=detect.every, min_track=detect.min_track, max_gap=detect.max_gap,
+                             min_iou=detect.min_iou, workers=workers, progress=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        (table, status), t = _timed(clip_videos, index, faces, Path(tmp) / "c", window=clips.window,
+                                    stride=clips.stride, per_track=clips.per_track, size=clips.size,
+                                    margin=clips.margin, codec=clips.codec, crf=clips.crf, workers=workers,
+                                    shard_size=clips.shard_size, progress=False)
+        size = sum(f.stat().st_size for f in (Path(tmp) / "c").iterdir())
+    return {"dataset": str(root), "videos": n, "clips": len(table), "window": clips.window, "stride": clips.stride,
+            "size": clips.size, "codec": clips.codec, "floor_s": floor / n, "clips_s": t / n,
+            "ratio_to_floor": t / floor, "kb_per_clip": size / 1024 / max(len(table), 1)}
+
+
+def format_clips_table(rows: list[dict]) -> str:
+    """Markdown table of :func:`bench_clips` results."""
+    lines = ["| dataset | videos | clips (window x stride, px, codec) | decode floor s/video | clips s/video | "
+             "vs floor | kB per clip |", "|" + "---|" * 7]
+    for r in rows:
+        lines.append(f"| {Path(r['dataset']).name} | {r['videos']} | {r['clips']} ({r['window']} x {r['stride']}, "
+                     f"{r['size']}, {r['codec']}) | {r['floor_s']:.3f} | {r['clips_s']:.3f} | "
+                     f"{r['ratio_to_floor']:.2f}x | {r['kb_per_clip']:.1f} |")
+    return "\n".join(lines)
+
+
+CLIP_MODELS = ("r3d_mini", "lstm_regnetx_002", "ntech_efficientnet_b0", "s3d", "i3d", "r3d_18", "mc3_18",
+               "r2plus1d_18")
+
+
+def bench_clip_models(names: tuple[str, ...] = CLIP_MODELS, clip_len: int = 5, size: int = 96, batch: int = 8,
+                      steps: int = 3, frozen: tuple[str, ...] = ("lstm_",)) -> list[dict]:
+    """Training clips per second of each clip model: AdamW steps on random (batch, 3, clip_len, size, size) clips.
+
+    Models whose name starts with a ``frozen`` prefix train with the backbone frozen, as
+    seed 002's LSTM does. The first step (allocation, kernel choice) is not timed.
+    """
+    import torch.nn.functional as F
+
+    from dfdc.models import create_model
+
+    rows = []
+    for name in names:
+        torch.manual_seed(0)
+        model = create_model(name, input_size=size, clip_len=clip_len).train()
+        scale = 0.0 if name.startswith(frozen) else 1.0
+        opt = torch.optim.AdamW(model.param_groups(1e-3, 1e-4, scale))
+        x = model.spec.prepare(torch.randint(0, 256, (batch, clip_len, size, size, 3), dtype=torch.uint8))
+        y = torch.tensor([0.0, 1.0] * (batch // 2))
+        times = []
+        for _ in range(steps + 1):
+            t0 = time.perf_counter()
+            loss = F.binary_cross_entropy_with_logits(model(x).logits, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            times.append(time.perf_counter() - t0)
+        step = float(np.median(times[1:]))
+        rows.append({"model": name, "clip_len": clip_len, "size": size, "batch": batch,
+                     "trained": "head" if scale == 0 else "all",
+                     "params_m": sum(p.numel() for p in model.parameters()) / 1e6, "clips_per_s": batch / step})
+    return rows
+
+
+def format_clip_models_table(rows: list[dict]) -> str:
+    """Markdown table of :func:`bench_clip_models` results."""
+    lines = ["| model | clip (frames x px) | trains | params (M) | training clips/s |", "|" + "---|" * 5]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['clip_len']} x {r['size']} | {r['trained']} | {r['params_m']:.1f} | "
+                     f"{r['clips_per_s']:.1f} |")
     return "\n".join(lines)

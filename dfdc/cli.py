@@ -59,6 +59,11 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from dfdc.bench import bench_predict, bench_preprocess, format_predict_table, format_table
 
+    if args.what == "clip-models":
+        from dfdc.bench import bench_clip_models, format_clip_models_table
+
+        print(format_clip_models_table(bench_clip_models()))
+        return 0
     roots = args.roots or [r for r in ("data/sample", "../shared/data/ffpp") if Path(r).is_dir()]
     if not roots:
         raise FileNotFoundError("no dataset to benchmark: pass a root (e.g. data/sample after `dvc repro`)")
@@ -71,6 +76,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             rows.append(bench_preprocess(root, every=every, margin=crops.margin, detect=detect,
                                          workers=args.workers))
         print(format_table(rows))
+        return 0
+    if args.what == "clips":
+        from dfdc.bench import bench_clips, format_clips_table
+        from dfdc.config.clips import ClipsParams
+
+        detect, _ = _preprocess_sections(args.params)
+        clips = ClipsParams.load(args.params) if Path(args.params).is_file() else ClipsParams()
+        for root in roots:
+            print(f"bench clips: {root} ...", flush=True)
+            rows.append(bench_clips(root, clips, detect, workers=args.workers))
+        print(format_clips_table(rows))
         return 0
     scoring = load_scoring(args, first_only=not args.models)
     for root in roots:
@@ -116,19 +132,23 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     results = predict_videos(inputs.files, scoring.models, detector, frames=args.frames,
                              detect_every=args.detect_every, strategy=s.strategy, tta=s.tta, margins=s.margins,
                              link=s.link, workers=args.workers, device=scoring.device,
-                             thumbs=args.report is not None, temperature=s.temperature)
+                             thumbs=args.report is not None, temperature=s.temperature,
+                             clip_windows=args.clip_windows)
     write_submission(results, args.out)
     if args.report:
         for r in results:
             write_report(r, args.report)
     dt = time.perf_counter() - t0
     fallback = sum(1 for r in results if r.reason)
+    partial = sum(1 for r in results if r.note)
     skipped = inputs.skipped()
     print(f"predict: {len(results)} files in {dt:.1f} s ({len(results) / dt:.2f} files/s) with "
           f"{len(scoring.models)} model(s) ({', '.join(m.name for m in scoring.models)}; {scoring.source}) on "
           f"{scoring.device}, strategy {s.strategy}, tta {s.tta}"
           f"{f', temperature {s.temperature:.3f}' if s.temperature else ''}; {s.describe()}; {fallback} scored 0.5 "
-          f"(unreadable or no face){'; ' + skipped if skipped else ''} -> {args.out}")
+          f"(unreadable or no face)"
+          f"{f'; {partial} without their clip models (too short for a clip)' if partial else ''}"
+          f"{'; ' + skipped if skipped else ''} -> {args.out}")
     return 0
 
 
@@ -223,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the face detector on the first and last sampled frames and about one every N video "
                         "frames between, and carry the face tracks to the other sampled frames (default 10; "
                         "1: detect on every sampled frame)")
+    p.add_argument("--clip-windows", type=_positive, default=10, metavar="N",
+                   help="clip models: windows of consecutive frames per face track, evenly spaced (default 10)")
     _scoring_flags(p)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--workers", type=int, default=2, help="videos scored at once, one thread each (default 2)")
@@ -244,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("bench", help="benchmark a part of the pipeline against its baseline")
-    p.add_argument("what", choices=["preprocess", "predict"])
+    p.add_argument("what", choices=["preprocess", "clips", "clip-models", "predict"])
     p.add_argument("roots", nargs="*", help="dataset roots (default: data/sample and ../shared/data/ffpp)")
     p.add_argument("--every", type=_positive, help="preprocess: detect every N-th frame (default: detect.every)")
     p.add_argument("--workers", type=int, default=2)

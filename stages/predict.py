@@ -37,7 +37,7 @@ def main() -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     given = None
-    if args.rules_from and p.strategy == "thresholds":
+    if args.rules_from and p.strategy == "thresholds" and model.spec.input == "frame":  # clip models: no rules
         from dfdc.eval.thresholds import read_fit
 
         _, given = read_fit(json.loads(Path(args.rules_from).read_text()), args.rules_from)

@@ -19,11 +19,11 @@ from dfdc.train.loop import train_model
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--model", required=True, help="a key of train.models or train.stacked")
-    ap.add_argument("--crops", default="data/crops.parquet")
-    ap.add_argument("--crops-dir", default="data/crops")
+    ap.add_argument("--model", required=True, help="a key of a train group (models, stacked, clips, clips_stacked)")
+    ap.add_argument("--crops", default="data/crops.parquet", help="the crops table, or the clips table")
+    ap.add_argument("--crops-dir", default="data/crops", help="its shards")
     ap.add_argument("--folds", default="data/folds.parquet")
-    ap.add_argument("--backbone", help="checkpoint of the model named by backbone_from (train.stacked)")
+    ap.add_argument("--backbone", help="checkpoint of the model named by backbone_from (train.stacked, train.clips_stacked)")
     ap.add_argument("--out-dir", required=True)
     ap.add_argument("--metrics", required=True)
     ap.add_argument("--live-dir", required=True)
@@ -38,7 +38,7 @@ def main() -> int:
     if bool(p.backbone_from) != bool(args.backbone):
         raise ParamsError(f"{args.params}: train.{train.group_of(args.model)}.{args.model}: backbone_from is "
                           f"{p.backbone_from!r} but --backbone is {args.backbone!r}; dvc.yaml passes one for "
-                          "train.stacked entries only")
+                          "train.stacked and train.clips_stacked entries only")
     try:
         backbone = checkpoint.load(args.backbone) if args.backbone else None
     except checkpoint.CheckpointError as e:
@@ -48,7 +48,7 @@ def main() -> int:
     result = train_model(args.model, p, pd.read_parquet(args.crops), pd.read_parquet(args.folds), args.crops_dir,
                          args.out_dir, holdout=FoldsParams.load(args.params).holdout, device=train.device,
                          scoring=PredictParams.load(args.params),
-                         preprocess={"detect": meta.get("detect"), "crops": meta.get("crops")},
+                         preprocess={k: v for k, v in meta.items() if k != "data"},
                          data_info=meta.get("data"), backbone=backbone, live_dir=args.live_dir)
     write_json(result, args.metrics)
     b = result["best"]

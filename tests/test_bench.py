@@ -35,3 +35,26 @@ def test_bench_predict_on_a_folder_without_videos_says_so(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="no .mp4 video under"):
         bench_predict(tmp_path, [], None)
+
+
+def test_bench_clips_on_the_tiny_sample(tiny_sample):
+    from dfdc.bench import bench_clips, format_clips_table
+    from dfdc.config.clips import ClipsParams
+    from dfdc.config.detect import DetectParams
+
+    row = bench_clips(tiny_sample, ClipsParams(window=3, stride=2, per_track=1, size=32),
+                      DetectParams(every=5, min_track=2), workers=1)
+    assert row["videos"] == 12 and row["clips"] >= 12
+    assert row["floor_s"] > 0 and row["clips_s"] > 0 and row["kb_per_clip"] > 0
+    assert math.isclose(row["ratio_to_floor"], row["clips_s"] / row["floor_s"])
+    table = format_clips_table([row]).splitlines()
+    assert len(table) == 3 and table[2].startswith(f"| sample | 12 | {row['clips']} (3 x 2, 32, mp4) |")
+
+
+def test_bench_clip_models_reports_throughput():
+    from dfdc.bench import bench_clip_models, format_clip_models_table
+
+    rows = bench_clip_models(("r3d_mini", "lstm_regnetx_002"), clip_len=3, size=32, batch=2, steps=1)
+    assert [r["model"] for r in rows] == ["r3d_mini", "lstm_regnetx_002"]
+    assert [r["trained"] for r in rows] == ["all", "head"] and all(r["clips_per_s"] > 0 for r in rows)
+    assert "| r3d_mini | 3 x 32 | all |" in format_clip_models_table(rows)

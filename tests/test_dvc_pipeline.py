@@ -16,6 +16,7 @@ index: {workers: 0}
 detect: {every: 5, min_track: 2, workers: 1}
 crops: {margin: 0.3, workers: 1}
 diffs: {workers: 1}
+clips: {window: 4, stride: 1, per_track: 1, size: 32, workers: 1}
 folds: {k: 2, holdout: 0}
 train:
   device: cpu
@@ -24,13 +25,20 @@ train:
   stacked:
     b: {arch: mobilenetv3_small_100, input_size: 32, epochs: 1, batch_size: 8, lr: 0.001, backbone_from: a,
         backbone_lr_scale: 0.0}
+  clips:
+    c: {arch: r3d_mini, input_size: 32, epochs: 1, batch_size: 8, lr: 0.001}
+  clips_stacked:
+    l: {arch: lstm_mobilenetv3_small_100, input_size: 32, epochs: 1, batch_size: 8, lr: 0.001, backbone_from: a,
+        backbone_lr_scale: 0.0}
 predict: {strategy: thresholds, thresholds: {levels: 1, splits: 2}, tta: false, device: cpu}
 degrade: {workers: 1}
 evaluate: {method: equal, bootstrap: 50, splits: 2, external: {}}
 """
-PREP = ["sample", "index", "detect", "crops", "diffs", "folds"]
+PREP = ["sample", "index", "detect", "crops", "diffs", "clips", "folds"]
+CLIP_MODELS = ["train_clips@c", "train_clips_stacked@l", "predict_clips@c", "predict_clips_stacked@l",
+               "predict_degraded_clips@c", "predict_degraded_clips_stacked@l"]
 MODELS = ["train@a", "train_stacked@b", "predict@a", "predict_stacked@b", "degrade", "crops_degraded",
-          "predict_degraded@a", "predict_degraded_stacked@b", "evaluate"]
+          "clips_degraded", "predict_degraded@a", "predict_degraded_stacked@b", *CLIP_MODELS, "evaluate"]
 ALL = PREP + MODELS
 
 
@@ -65,9 +73,11 @@ def test_preprocessing_dag_reruns_only_what_changed(tmp_path):
     assert ran(dvc("repro")) == set(MODELS)
     assert ran(dvc("repro")) == set() and "up to date" in dvc("status").stdout
     metrics = json.loads((repo / "metrics/ensemble.json").read_text())
-    assert set(metrics["models"]) == {"a", "b"} and metrics["ensemble"]["n"] >= 1
+    assert set(metrics["models"]) == {"a", "b", "c", "l"} and metrics["ensemble"]["n"] >= 1
     shipped = json.loads((repo / "models/ensemble.json").read_text())
-    assert sorted(shipped["members"]) == ["a", "b"] and shipped["strategy"] == "thresholds"
+    assert sorted(shipped["members"]) == ["a", "b", "c", "l"] and shipped["strategy"] == "thresholds"
+    clips = pd.read_parquet(repo / "data/clips.parquet")
+    assert len(clips) and (clips["frames"] == 4).all() and (clips["codec"] == "mp4").all()
     assert shipped["members"]["a"]["checkpoint"] == "a/best.pt"
     fitted = json.loads((repo / "data/preds/a/thresholds.json").read_text())
     assert shipped["members"]["a"]["rules"] == fitted["rules"]
@@ -99,6 +109,12 @@ def test_preprocessing_dag_reruns_only_what_changed(tmp_path):
         ext = json.loads((repo / "metrics/external/ffpp/metrics.json").read_text())
         assert ext["ensemble"]["n"] == 4 and set(ext["by_method"]) == {"Deepfakes", "FaceSwap"}
         assert "metrics/external/ffpp/metrics.json" in dvc("metrics", "show", "--json").stdout
+    # a clips setting reruns the clips and the clip models only (and evaluate, which reads them all)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["clips"]["per_track"] = 2
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    assert ran(dvc("repro")) == {"clips", "clips_degraded", *CLIP_MODELS, "evaluate"}
+    assert len(pd.read_parquet(repo / "data/clips.parquet")) > len(clips)
     # b's backbone comes from a: retraining a makes DVC rerun b too
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["train"]["models"]["a"]["lr"] = 0.05
@@ -106,5 +122,6 @@ def test_preprocessing_dag_reruns_only_what_changed(tmp_path):
     assert ran(dvc("repro", "train@a")) == {"train@a"}
     status = dvc("status").stdout
     stale = {s.rstrip(":") for s in status.split() if s.rstrip(":") in MODELS}
-    assert stale == {"train_stacked@b", "predict@a", "predict_degraded@a", "evaluate"}, status
+    assert stale == {"train_stacked@b", "train_clips_stacked@l", "predict@a", "predict_degraded@a", "evaluate"}, status
     assert "models/a" in status.split("train_stacked@b:")[1].split("predict@a:")[0]
+    assert "models/a" in status.split("train_clips_stacked@l:")[1]  # the LSTM's frozen backbone is a's

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from dfdc.config.base import ParamsError, load_section, read_params
+from dfdc.config.clips import ClipsParams
 from dfdc.config.crops import CropsParams
 from dfdc.config.data import DataParams
 from dfdc.config.degrade import DegradeParams
@@ -18,7 +19,7 @@ from dfdc.config.sample import SampleParams
 from dfdc.config.train import TrainParams
 
 SECTIONS: dict[str, type] = {cls.SECTION: cls for cls in (
-    SampleParams, DataParams, IndexParams, DetectParams, CropsParams, DiffsParams, FoldsParams,
+    SampleParams, DataParams, IndexParams, DetectParams, CropsParams, DiffsParams, ClipsParams, FoldsParams,
     TrainParams, PredictParams, DegradeParams, EvaluateParams)}
 
 

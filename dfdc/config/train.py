@@ -3,8 +3,9 @@
 ``train.models``: models trained on the face crops (``train@KEY``).
 ``train.stacked``: models whose backbone starts from another entry's trained
 checkpoint (``backbone_from``), so DVC makes ``train_stacked@KEY`` depend on
-``models/<backbone_from>`` (``train_stacked@KEY``). A key names one model across
-all groups.
+``models/<backbone_from>``. ``train.clips`` and ``train.clips_stacked``: the same
+for clip models, trained on the face-track clips (``train_clips@KEY``,
+``train_clips_stacked@KEY``). A key names one model across all groups.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from typing import Literal
 
 from dfdc.config.base import Section, rng
 
-GROUPS = ("models", "stacked")
+GROUPS = ("models", "stacked", "clips", "clips_stacked")
+STACKED = ("stacked", "clips_stacked")
 
 
 @dataclass
@@ -49,6 +51,9 @@ class ModelParams:
     backbone_from: str | None = None  # train.stacked only: the key whose best checkpoint gives the backbone
     augment: AugmentParams = field(default_factory=AugmentParams)
     aligned_mixup: bool = False  # seed 001: mix each fake with its original's crop, target t ~ Beta(0.5, 0.5)
+    cutmix: float = rng(ge=0, le=1, default=0.0)  # share of batches CutMix'ed (3D cuboids for clip models; seed 000)
+    cutmix_alpha: float = rng(gt=0, default=1.0)  # the kept share ~ Beta(alpha, alpha)
+    codec_augment: float = rng(ge=0, le=1, default=0.0)  # clip models: share of clips re-encoded (seed 001)
     seed: int = 0
     workers: int = rng(ge=0, default=0)
 
@@ -62,28 +67,36 @@ class TrainParams(Section):
     device: str = "auto"
     models: dict[str, ModelParams] = field(default_factory=dict)
     stacked: dict[str, ModelParams] = field(default_factory=dict)
+    clips: dict[str, ModelParams] = field(default_factory=dict)
+    clips_stacked: dict[str, ModelParams] = field(default_factory=dict)
 
     def validate(self) -> None:
-        twice = sorted(set(self.models) & set(self.stacked))
-        if twice:
-            raise ValueError(f"stacked.{twice[0]}: the key is also in train.models; a key names one model")
-        for key, p in self.models.items():
-            if p.backbone_from is not None:
-                raise ValueError(f"models.{key}.backbone_from: only entries of train.stacked start from another "
-                                 "model's checkpoint (DVC then depends on it); move the entry there")
+        seen_in: dict[str, str] = {}
+        for group in GROUPS:
+            for key in getattr(self, group):
+                if key in seen_in:
+                    raise ValueError(f"{group}.{key}: the key is also in train.{seen_in[key]}; a key names one "
+                                     "model")
+                seen_in[key] = group
+        for group in ("models", "clips"):
+            for key, p in getattr(self, group).items():
+                if p.backbone_from is not None:
+                    raise ValueError(f"{group}.{key}.backbone_from: only entries of train.stacked and "
+                                     "train.clips_stacked start from another model's checkpoint (DVC then depends "
+                                     "on it); move the entry there")
         known = self.all_models()
-        for key, p in self.stacked.items():
+        for group, key, p in ((g, k, p) for g in STACKED for k, p in getattr(self, g).items()):
             if not p.backbone_from:
-                raise ValueError(f"stacked.{key}.backbone_from: required: the key of the model whose trained "
+                raise ValueError(f"{group}.{key}.backbone_from: required: the key of the model whose trained "
                                  "backbone this one starts from")
             seen = [key]
             source = p.backbone_from
             while True:
                 if source not in known:
-                    raise ValueError(f"stacked.{key}.backbone_from: no model {source!r} "
+                    raise ValueError(f"{group}.{key}.backbone_from: no model {source!r} "
                                      f"(defined: {', '.join(sorted(known))})")
                 if source in seen:
-                    raise ValueError(f"stacked.{key}.backbone_from: a cycle: {' -> '.join(seen + [source])}")
+                    raise ValueError(f"{group}.{key}.backbone_from: a cycle: {' -> '.join(seen + [source])}")
                 seen.append(source)
                 source = known[source].backbone_from
                 if source is None:
@@ -91,10 +104,14 @@ class TrainParams(Section):
 
     def all_models(self) -> dict[str, ModelParams]:
         """Every model entry of every group, by key."""
-        return {**self.models, **self.stacked}
+        return {k: p for group in GROUPS for k, p in getattr(self, group).items()}
+
+    def reads_clips(self, key: str) -> bool:
+        """Whether entry ``key`` trains on the clips (its group is ``clips`` or ``clips_stacked``)."""
+        return self.group_of(key).startswith("clips")
 
     def group_of(self, key: str) -> str:
-        """The group (``models`` or ``stacked``) that holds ``key``."""
+        """The group (one of GROUPS) that holds ``key``."""
         for group in GROUPS:
             if key in getattr(self, group):
                 return group

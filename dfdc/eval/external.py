@@ -51,7 +51,7 @@ def labelled_videos(root: str | Path, labels: str | Path | None = None) -> pd.Da
 def score_folder(videos: pd.DataFrame, scoring: Any, **predict_kw: Any) -> tuple[dict, dict, list]:
     """Score ``videos`` with a loaded ensemble (:class:`dfdc.cli.Scoring`) as `dfdc predict` does.
 
-    Returns (per-model video tables, per-model crop tables, the VideoResults).
+    Returns (per-model video tables, per-model crop tables (clip windows for clip models), the VideoResults).
     """
     from dfdc.faces.detector import FaceDetector
     from dfdc.inference.aggregate import NO_FACE
@@ -66,8 +66,14 @@ def score_folder(videos: pd.DataFrame, scoring: Any, **predict_kw: Any) -> tuple
         preds[m.name] = videos[["video", "label", "original"]].assign(
             prob=[r.model_probs.get(m.name, NO_FACE) for r in results], fold=0,
             reason=[r.reason for r in results])
-        rows = [{"key": f"{v}:{f['frame']}:{f['track']}", "video": v, "label": int(y), "prob": f["model_probs"][m.name]}
-                for v, y, r in zip(videos["video"], videos["label"], results) for f in r.faces]
+        if m.spec.input == "clip":  # one row per clip window
+            rows = [{"key": f"{v}:{w['frame']}:{w['track']}", "video": v, "label": int(y), "prob": w["prob"]}
+                    for v, y, r in zip(videos["video"], videos["label"], results) for w in r.windows
+                    if w["model"] == m.name]
+        else:
+            rows = [{"key": f"{v}:{f['frame']}:{f['track']}", "video": v, "label": int(y),
+                     "prob": f["model_probs"][m.name]}
+                    for v, y, r in zip(videos["video"], videos["label"], results) for f in r.faces]
         frames[m.name] = pd.DataFrame(rows, columns=["key", "video", "label", "prob"])
     return preds, frames, results
 

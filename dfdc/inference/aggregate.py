@@ -131,8 +131,19 @@ def aggregate_tracks(p: ArrayLike, tracks: ArrayLike, strategy: str, min_len: in
     return max(aggregate(p[tracks == t], strategy, fallback, rules) for t in keep)
 
 
+def for_input(kind: str, strategy: str) -> tuple[str, int]:
+    """(strategy, shortest track kept) for a model eating ``kind`` ("frame" or "clip").
+
+    Frame models use ``strategy`` on tracks of at least 3 frames. Clip models score a few
+    windows per track, where the frame rules do not hold (``confident`` needs more than 11
+    frames above 0.8; the "thresholds" rules were fitted on frames): each track is the
+    mean of its windows, every track counts, and the most fake track decides.
+    """
+    return ("mean", 1) if kind == "clip" else (strategy, 3)
+
+
 def video_scores(videos: pd.DataFrame, frames: pd.DataFrame, strategy: str, fallback: float = NO_FACE,
-                 rules: Sequence[Rule] = ()) -> pd.DataFrame:
+                 rules: Sequence[Rule] = (), min_len: int = 3) -> pd.DataFrame:
     """One row per video of ``videos``: prob from ``frames`` (video, track, prob), n_frames, reason.
 
     Each face track is aggregated with ``strategy`` and the most fake track
@@ -145,6 +156,6 @@ def video_scores(videos: pd.DataFrame, frames: pd.DataFrame, strategy: str, fall
         if g is None:
             rows.append({"prob": float(fallback), "n_frames": 0, "reason": "no face"})
         else:
-            rows.append({"prob": aggregate_tracks(g["prob"], g["track"], strategy, fallback=fallback, rules=rules),
+            rows.append({"prob": aggregate_tracks(g["prob"], g["track"], strategy, min_len, fallback, rules),
                          "n_frames": len(g), "reason": ""})
     return videos.reset_index(drop=True).assign(**pd.DataFrame(rows, index=range(len(rows))))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from dfdc.inference.aggregate import Rule, aggregate_tracks, video_scores
+from dfdc.inference.aggregate import Rule, aggregate_tracks, for_input, video_scores
 from dfdc.inference.scorer import ScoringModel, score_table
 
 
@@ -23,7 +23,8 @@ def score_holdout(model: ScoringModel, inputs: pd.DataFrame, videos: pd.DataFram
     """(video scores, crop scores, threshold fit or None) of ``videos`` from their stored inputs.
 
     Each video's crops are scored by the scorer and aggregated per face track with
-    ``strategy`` (the most fake track decides); a video without crops gets 0.5
+    ``strategy`` (clip models: the mean of the windows, :func:`~dfdc.inference.aggregate.for_input`;
+    the most fake track decides); a video without crops gets 0.5
     and the reason "no face". The "thresholds" strategy is fitted here, cross-fitted
     over ``splits`` splits of the originals (:func:`dfdc.eval.thresholds.fit_thresholds`),
     unless ``rules_by_video`` gives each video its rules (fitted elsewhere).
@@ -31,7 +32,8 @@ def score_holdout(model: ScoringModel, inputs: pd.DataFrame, videos: pd.DataFram
     rows = inputs[inputs["video"].isin(videos["video"])].reset_index(drop=True)
     rows["prob"] = score_table([model], rows, directory, tta=tta, batch_size=batch_size, device=device)[model.name]
     frames = rows[["video", "frame", "track", "prob"]]
-    scored = video_scores(videos, frames, "mean" if strategy == "thresholds" else strategy)
+    strategy, min_len = for_input(model.spec.input, strategy)
+    scored = video_scores(videos, frames, "mean" if strategy == "thresholds" else strategy, min_len=min_len)
     fit = None
     if strategy == "thresholds" and rules_by_video is not None:
         missing = sorted(set(scored["video"]) - set(rules_by_video))

@@ -66,6 +66,16 @@ def _trained(m: ScoringModel, section: str) -> dict[str, Any]:
     return (m.preprocess or {}).get(section) or {}
 
 
+def _cut_by(m: ScoringModel) -> str:
+    """The stage whose settings cut the model's inputs: ``crops``, or ``clips`` for a clip model."""
+    return "clips" if m.spec.input == "clip" else "crops"
+
+
+def clip_size(m: ScoringModel) -> int:
+    """The side of the square clips a clip model was trained on (its spec's size when not recorded)."""
+    return int(_trained(m, "clips").get("size", m.spec.size))
+
+
 def _params_sections(params: str | Path | None) -> tuple[DetectParams, CropsParams, PredictParams, str]:
     if params is not None and Path(params).is_file():
         return DetectParams.load(params), CropsParams.load(params), PredictParams.load(params), "params"
@@ -102,8 +112,8 @@ def resolve(models: Sequence[ScoringModel], flags: dict[str, Any], params: str |
         sources["margin"] = "flag"
     else:
         for m in models:
-            margins[m.name] = float(_trained(m, "crops").get("margin", crops_p.margin))
-        sources["margin"] = "checkpoints" if all("margin" in _trained(m, "crops") for m in models) else fallback
+            margins[m.name] = float(_trained(m, _cut_by(m)).get("margin", crops_p.margin))
+        sources["margin"] = "checkpoints" if all("margin" in _trained(m, _cut_by(m)) for m in models) else fallback
     for key, from_ensemble, from_params in (("strategy", getattr(ensemble, "strategy", None), predict_p.strategy),
                                             ("tta", getattr(ensemble, "tta", None), predict_p.tta)):
         if flags.get(key) is not None:

@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm import tqdm
 
 from dfdc.eval.calibrate import apply_temperature
 from dfdc.faces.crops import crop_box, cut
 from dfdc.faces.tracks import detect_subset, interpolate_tracks, link_tracks
-from dfdc.inference.aggregate import NO_FACE, aggregate_tracks
+from dfdc.inference.aggregate import NO_FACE, aggregate_tracks, for_input
 from dfdc.inference import scorer
 from dfdc.inference.scorer import ScoringModel
 from dfdc.parallel import prefetch_map
@@ -37,10 +38,12 @@ from dfdc.video import VideoError, image_format, probe, read_frames, read_image,
 class VideoResult:
     filename: str
     prob: float
-    reason: str = ""
+    reason: str = ""  # why it got 0.5
     kind: str = "video"  # video | image | other
+    note: str = ""  # a model of the ensemble that could not score it (a video too short for a clip)
     frames: list[int] = field(default_factory=list)
     faces: list[dict] = field(default_factory=list)  # frame, box, per-model and ensemble score
+    windows: list[dict] = field(default_factory=list)  # clip models: model, track, first frame, score per window
     model_probs: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     size: tuple[int, int] = (0, 0)
@@ -75,7 +78,8 @@ def _no_face_reason(w: int, h: int, min_face_size: int) -> str:
 
 def _score_video(path: Path, models: list[ScoringModel], detector, *, frames: int, detect_every: int,
                  strategy: str, tta: bool, margins: dict[str, float], link: dict, batch_size: int,
-                 device: torch.device, thumbs: bool, temperature: float | None = None) -> VideoResult:
+                 device: torch.device, thumbs: bool, temperature: float | None = None,
+                 clip_windows: int = 10) -> VideoResult:
     """Decode, detect, crop per model, classify and aggregate one input (unclipped probability)."""
     t0 = time.perf_counter()
     decoded, error, kind = _decode(path, frames)
@@ -105,28 +109,91 @@ def _score_video(path: Path, models: list[ScoringModel], detector, *, frames: in
     if not meta:
         res.reason = _no_face_reason(w, h, detector.min_face_size)
         return res
+    frame_models = [m for m in models if m.spec.input == "frame"]
+    clip_models = [m for m in models if m.spec.input == "clip"]
     t0 = time.perf_counter()
-    per_model, crops_at = classify_faces(decoded, meta, models, margins, tta=tta, batch_size=batch_size,
+    per_model, crops_at = classify_faces(decoded, meta, frame_models, margins, tta=tta, batch_size=batch_size,
                                          device=device)
-    res.timings["classify"] = time.perf_counter() - t0
-    weights = np.array([m.weight for m in models], np.float64)
-    weights /= weights.sum()
     tracks = np.array([f["track"] for f in meta])
-    res.model_probs = {m.name: aggregate_tracks(per_model[m.name], tracks, strategy, rules=m.rules or ()) for m in models}
-    frame_probs = sum(wt * per_model[m.name] for wt, m in zip(weights, models))
-    first = margins[models[0].name]
+    res.model_probs = {m.name: aggregate_tracks(per_model[m.name], tracks, strategy, rules=m.rules or ())
+                       for m in frame_models}
+    res.timings["classify"] = time.perf_counter() - t0
+    unscored = []
+    if clip_models:
+        t0 = time.perf_counter()
+        by_clip, unscored = classify_clips(path, meta, clip_models, margins, windows=clip_windows, tta=tta,
+                                           batch_size=batch_size, device=device)
+        res.timings["clips"] = time.perf_counter() - t0
+        for m in clip_models:
+            if m.name in by_clip:
+                probs, window_tracks, starts = by_clip[m.name]
+                kind, min_len = for_input("clip", strategy)
+                res.model_probs[m.name] = aggregate_tracks(probs, window_tracks, kind, min_len)
+                res.windows += [{"model": m.name, "track": int(t), "frame": int(f), "prob": float(p)}
+                                for t, f, p in zip(window_tracks, starts, probs)]
+    scored = [m for m in models if m.name in res.model_probs]
+    if not scored:
+        res.reason = "; ".join(unscored)
+        return res
+    if unscored:
+        res.note = "scored without " + "; ".join(unscored)
+    weights = np.array([m.weight for m in scored], np.float64)
+    weights /= weights.sum()
+    res.prob = float(sum(wt * res.model_probs[m.name] for wt, m in zip(weights, scored)))
+    if frame_models:
+        fw = np.array([m.weight for m in frame_models], np.float64)
+        fw /= fw.sum()
+        frame_probs = sum(wt * per_model[m.name] for wt, m in zip(fw, frame_models))
+        first = margins[frame_models[0].name]
+    else:  # only clip models: each face shows its track's score
+        frame_probs = np.array([max((res.model_probs[m.name] for m in scored), default=NO_FACE)] * len(meta))
+        first = margins[models[0].name]
     for k, f in enumerate(meta):
         f["box"] = [int(v) for v in crop_box(f.pop("face"), w, h, first)]
         f["prob"] = float(frame_probs[k])
-        f["model_probs"] = {m.name: float(per_model[m.name][k]) for m in models}
+        f["model_probs"] = {m.name: float(per_model[m.name][k]) for m in frame_models}
     res.faces = meta
-    if thumbs:
+    if thumbs and frame_models:
         res.thumbs = [(_thumb(c), float(p)) for c, p in zip(crops_at[first], frame_probs)]
-        res.cams = _cams(models, meta, crops_at, margins, frame_probs, device)
-    res.prob = float(sum(wt * res.model_probs[m.name] for wt, m in zip(weights, models)))
+        res.cams = _cams(frame_models, meta, crops_at, margins, frame_probs, device)
     if temperature is not None:
         res.prob = float(apply_temperature(res.prob, temperature))
     return res
+
+
+def classify_clips(path: Path, faces: list[dict], models: list[ScoringModel], margins: dict[str, float], *,
+                   windows: int, tta: bool, batch_size: int,
+                   device: torch.device | str) -> tuple[dict[str, tuple[np.ndarray, ...]], list[str]]:
+    """P(fake) per clip window for each clip model: ({model: (probs, tracks, first frames)}, reasons).
+
+    Along each face track (``faces``: frame, track, face box) ``windows`` windows of the
+    model's ``clip_len`` frames, ``frame_stride`` apart, are placed evenly, each cut at one
+    square box as the `clips` stage cuts it (:mod:`dfdc.preprocess.clips`), from a second,
+    sequential decode of the video. A model whose windows fit no track gets a reason instead.
+    """
+    from dfdc.inference.settings import clip_size
+    from dfdc.preprocess.clips import cut_clips, plan_windows
+
+    faces_df = pd.DataFrame([{"frame": f["frame"], "track": f["track"], "x1": f["face"][0], "y1": f["face"][1],
+                              "x2": f["face"][2], "y2": f["face"][3]} for f in faces])
+    out: dict[str, tuple[np.ndarray, ...]] = {}
+    reasons = []
+    groups: dict[tuple, list[ScoringModel]] = {}
+    for m in models:
+        groups.setdefault((m.spec.clip_len, m.spec.frame_stride, clip_size(m), margins[m.name]), []).append(m)
+    for (length, stride, size, margin), group in groups.items():
+        plan, _ = plan_windows(faces_df, length, stride, windows, margin)
+        cut = cut_clips(path, plan, length, stride, size)[0] if plan else {}
+        wins = [win for win in plan if win in cut]
+        if not wins:
+            span = (length - 1) * stride + 1
+            reasons.append(f"{', '.join(m.name for m in group)}: no face track spans one clip of {length} frames "
+                           f"({span} video frames)")
+            continue
+        probs = scorer.score(group, [cut[win] for win in wins], tta=tta, batch_size=batch_size, device=device)
+        tracks, starts = np.array([win.track for win in wins]), np.array([win.start for win in wins])
+        out.update({name: (p, tracks, starts) for name, p in probs.items()})
+    return out, reasons
 
 
 CAM_FACES = 4
@@ -199,6 +266,7 @@ def predict_videos(
     thumbs: bool = False,
     progress: bool = True,
     temperature: float | None = None,
+    clip_windows: int = 10,
 ) -> list[VideoResult]:
     """Score every path; unscorable files get 0.5 with a reason. Order follows ``paths``.
 
@@ -214,24 +282,27 @@ def predict_videos(
     in its own thread (0: one after the other in this thread), with torch's
     intra-op threads divided between them. ``thumbs`` keeps small face thumbnails
     with their scores for :func:`write_report`.
+
+    Clip models score ``clip_windows`` windows of consecutive frames per face track
+    (:func:`classify_clips`), each track the mean of its windows; a video too short for
+    one window is scored by the frame models alone, or gets 0.5 and the reason when the
+    ensemble has only clip models.
     """
     if detect_every < 1:
         raise ValueError(f"detect_every must be >= 1, got {detect_every}")
-    unfitted = [m.name for m in models if strategy == "thresholds" and m.rules is None]
+    if clip_windows < 1:
+        raise ValueError(f"clip_windows must be >= 1, got {clip_windows}")
+    unfitted = [m.name for m in models if strategy == "thresholds" and m.rules is None and m.spec.input == "frame"]
     if unfitted:
         raise ValueError(f"strategy 'thresholds' needs rules fitted on the holdout, and {', '.join(unfitted)} has "
                          "none: they come only from an ensemble file that `evaluate` wrote with predict.strategy: "
                          "thresholds (drop --models, or pass --ensemble FILE), or choose another --strategy")
-    clip_models = [m.name for m in models if m.spec.input != "frame"]
-    if clip_models:
-        raise ValueError(f"{', '.join(clip_models)}: a clip model; dfdc predict scores frame models "
-                         "(clip models are scored on stored clips by their predict stage)")
     device = torch.device(device)
     paths = list(paths)
     margins = margins or {m.name: 0.3 for m in models}
     score_one = partial(_score_video, models=models, detector=detector, frames=frames, detect_every=detect_every,
                         strategy=strategy, tta=tta, margins=margins, link=link or {}, batch_size=batch_size,
-                        device=device, thumbs=thumbs, temperature=temperature)
+                        device=device, thumbs=thumbs, temperature=temperature, clip_windows=clip_windows)
     results = []
     bar = tqdm(total=len(paths), desc="predict", unit="file", disable=not progress)
     with _torch_threads(max(1, torch.get_num_threads() // max(1, workers))):
@@ -315,8 +386,9 @@ def write_report(res: VideoResult, out_dir: str | Path) -> tuple[Path, Path]:
     js = out_dir / f"{stem}.json"
     with atomic_path(js) as tmp:
         tmp.write_text(json.dumps({
-            "filename": res.filename, "prob": res.prob, "verdict": verdict(res), "reason": res.reason,
+            "filename": res.filename, "prob": res.prob, "verdict": verdict(res), "reason": res.reason, "note": res.note,
             "kind": res.kind, "model_probs": res.model_probs, "frames": res.frames, "faces": res.faces,
+            "windows": res.windows,
             "gradcam": [{k: c[k] for k in ("frame", "track", "prob", "model", "error") if k in c} for c in res.cams],
             "timings_s": res.timings, "size": list(res.size)}, indent=2, ensure_ascii=False) + "\n",
             encoding="utf-8")

@@ -2,14 +2,18 @@
 
 A builder takes ``input_size``, ``drop_rate``, ``drop_path_rate`` and ``hub``
 (load the architecture's published weights) and returns a
-:class:`~dfdc.models.spec.DeepfakeModel` with its spec. Families register
-their variants from a table (:mod:`dfdc.models.image`).
+:class:`~dfdc.models.spec.DeepfakeModel` with its spec. A clip model's builder
+also names ``clip_len`` and ``frame_stride`` among its parameters (its defaults
+are the family's); a frame model's builder does not. Families register their
+variants from a table (:mod:`dfdc.models.image`, :mod:`dfdc.models.video3d`,
+:mod:`dfdc.models.sequence`).
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from dfdc.models.spec import DeepfakeModel
 from dfdc.models.weights import HUB, read_state_dict, weights_file
@@ -41,23 +45,37 @@ def create_model(
     drop_rate: float = 0.0,
     drop_path_rate: float = 0.0,
     pretrained: str | os.PathLike | None = None,
+    clip_len: int | None = None,
+    frame_stride: int | None = None,
 ) -> DeepfakeModel:
     """Build registered model ``name``.
 
     ``pretrained``: None (random init), a local weights file (loaded into the
     model's published architecture; only the classifier head may differ) or
     ``"hub"`` (the published weights through the hub cache; see
-    :mod:`dfdc.models.weights`).
+    :mod:`dfdc.models.weights`). ``clip_len`` and ``frame_stride`` (clip models
+    only; None: the model's defaults) end up in the model's spec.
     """
     _load_families()
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
+    builder = MODELS[name]
+    clip = {k: v for k, v in (("clip_len", clip_len), ("frame_stride", frame_stride)) if v is not None}
+    if clip and not takes_clips(builder):
+        raise ValueError(f"{name} eats single crops: clip_len and frame_stride apply to clip models only, "
+                         f"got {clip}")
     hub = pretrained == HUB
     path = None if hub else weights_file(pretrained, name)
-    model = MODELS[name](input_size=input_size, drop_rate=drop_rate, drop_path_rate=drop_path_rate, hub=hub)
+    model = builder(input_size=input_size, drop_rate=drop_rate, drop_path_rate=drop_path_rate, hub=hub, **clip)
     if path is not None:
         load_pretrained_file(model, path, name)
     return model
+
+
+def takes_clips(builder: Builder) -> bool:
+    """Whether ``builder`` builds a clip model (it names ``clip_len`` and ``frame_stride`` parameters)."""
+    params = inspect.signature(builder).parameters
+    return "clip_len" in params and "frame_stride" in params
 
 
 def load_pretrained_file(model: DeepfakeModel, path: os.PathLike, name: str) -> None:
@@ -82,4 +100,4 @@ def load_pretrained_file(model: DeepfakeModel, path: os.PathLike, name: str) -> 
 
 def _load_families() -> None:
     """Import the modules whose tables fill :data:`MODELS`."""
-    from dfdc.models import image  # noqa: F401
+    from dfdc.models import image, sequence, video3d  # noqa: F401

@@ -35,8 +35,8 @@ class CheckpointError(ValueError):
 class Checkpoint:
     """Everything a checkpoint holds.
 
-    ``preprocess`` is ``{"detect": {...}, "crops": {...}}``: the settings that cut the
-    training crops (``dfdc predict`` detects and crops with them). ``data`` describes the
+    ``preprocess`` is ``{"detect": {...}, "crops": {...}}`` (``"clips"`` for a clip model): the
+    settings that cut the training crops or clips (``dfdc predict`` detects and cuts with them). ``data`` describes the
     training data: ``root`` and ``datasets`` (videos per source dataset of the index,
     e.g. ``{"sample": 192}``). ``state`` holds the resume state of ``last.pt``
     (optimizer, scheduler, scaler, RNGs, holdout, data fingerprint).
@@ -73,8 +73,10 @@ class Checkpoint:
         """The model with its trained weights, in eval mode on ``device``."""
         p = self.model_params
         try:
+            clip = ({"clip_len": int(self.spec["clip_len"]), "frame_stride": int(self.spec["frame_stride"])}
+                    if self.spec.get("input") == "clip" else {})
             model = create_model(p.arch, input_size=p.input_size, drop_rate=p.drop_rate,
-                                 drop_path_rate=p.drop_path_rate)
+                                 drop_path_rate=p.drop_path_rate, **clip)
         except ValueError as e:
             raise CheckpointError(f"{self.path}: {e}") from None
         if model.spec.to_dict() != self.spec:
@@ -131,7 +133,7 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> Checkpoint:
         if obj.get(key) is not None and not isinstance(obj[key], dict):
             raise CheckpointError(f"{path}: malformed dfdc checkpoint: {key!r} is {type(obj[key]).__name__}, "
                                   "expected a mapping")
-    for key in ("detect", "crops"):
+    for key in ("detect", "crops", "clips"):
         value = (obj.get("preprocess") or {}).get(key)
         if value is not None and not isinstance(value, dict):
             raise CheckpointError(f"{path}: malformed dfdc checkpoint: preprocess.{key} is "

@@ -53,6 +53,9 @@ class TrainData:
     def reseed(self, seed: int) -> None:
         """Seed the augmentation of the coming epoch (in this process; DataLoader workers reseed from torch's
         seed), so that an epoch's draws depend on its number alone and a resumed run repeats them."""
+        if hasattr(self.dataset, "set_random_seed"):
+            self.dataset.set_random_seed(seed)
+            return
         transform = getattr(self.dataset, "transform", None)
         if hasattr(transform, "set_random_seed"):
             transform.set_random_seed(seed % 2**32)
@@ -72,6 +75,8 @@ def build_train_data(p: ModelParams, spec: ModelSpec, table: pd.DataFrame, folds
             raise ValueError(f"no {part} rows: the inputs table and the folds (holdout fold {holdout}) "
                              "share no video of that part")
     n_train = len(train)
+    if p.codec_augment > 0 and spec.input != "clip":
+        raise ValueError("codec_augment re-encodes clips; it is for clip models (train.clips entries) only")
     if spec.input == "clip":
         if "frames" not in table.columns:
             raise ValueError(f"the model eats clips of {spec.clip_len} crops (spec input 'clip'), but its inputs "
@@ -84,7 +89,7 @@ def build_train_data(p: ModelParams, spec: ModelSpec, table: pd.DataFrame, folds
     if spec.input == "clip":
         if p.aligned_mixup:
             raise ValueError("aligned_mixup pairs face crops; it is not available for clip models")
-        dataset: Dataset = ClipDataset(train, directory, augment)
+        dataset: Dataset = ClipDataset(train, directory, augment, codec_p=p.codec_augment)
     elif p.aligned_mixup:
         train = aligned_pairs(train)
         if len(train) == 0:

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from dfdc.config.predict import PredictParams
 from dfdc.config.train import ModelParams
-from dfdc.data.mix import AlignedMixup
+from dfdc.data.mix import AlignedMixup, CutMix
 from dfdc.device import pick_device
 from dfdc.eval.metrics import binary_metrics
 from dfdc.inference.holdout import holdout_videos, score_holdout
@@ -40,10 +40,27 @@ log = logging.getLogger("dfdc.train")
 __all__ = ["NaNLossError", "build_model", "train_model", "validate"]
 
 
-def build_model(p: ModelParams, backbone: checkpoint.Checkpoint | None = None) -> DeepfakeModel:
-    """The model of an entry: its architecture, pretrained weights, and another model's backbone if given."""
+def clip_shape(inputs: pd.DataFrame) -> dict[str, int]:
+    """``clip_len`` and ``frame_stride`` of a clips table (empty for a crops table); one of each or an error."""
+    if "frames" not in inputs.columns:
+        return {}
+    shape = {}
+    for column, name in (("frames", "clip_len"), ("stride", "frame_stride")):
+        if column not in inputs.columns:
+            continue
+        values = sorted(set(inputs[column].astype(int)))
+        if len(values) != 1:
+            raise ValueError(f"the clips table mixes clips of {values} {column}; a clip model eats one {name}")
+        shape[name] = values[0]
+    return shape
+
+
+def build_model(p: ModelParams, backbone: checkpoint.Checkpoint | None = None,
+                clip: dict[str, int] | None = None) -> DeepfakeModel:
+    """The model of an entry: its architecture (at the ``clip`` shape of its clips, if given), pretrained
+    weights, and another model's backbone if given."""
     model = create_model(p.arch, input_size=p.input_size, drop_rate=p.drop_rate, drop_path_rate=p.drop_path_rate,
-                         pretrained=p.pretrained)
+                         pretrained=p.pretrained, **(clip or {}))
     if backbone is not None:
         n = model.load_backbone(backbone.weights, f"backbone_from {backbone.name} ({backbone.path})")
         log.info("backbone: %d tensors from %s", n, backbone.path)
@@ -141,9 +158,11 @@ def train_model(
     rng = np.random.default_rng(p.seed)
     resolved = dataclasses.asdict(p)
 
-    model = build_model(p, backbone).to(dev)
+    model = build_model(p, backbone, clip_shape(inputs)).to(dev)
     data = build_train_data(p, model.spec, inputs, folds, inputs_dir, holdout)
-    mixes = [AlignedMixup()] if p.aligned_mixup else []
+    mixes: list = [AlignedMixup()] if p.aligned_mixup else []
+    if p.cutmix > 0:
+        mixes.append(CutMix(alpha=p.cutmix_alpha, p=p.cutmix))
     opt = make_optimizer(model, p)
     sched = make_schedule(opt, p, data.steps_per_epoch * p.epochs)
     scaler = torch.amp.GradScaler("cuda", enabled=dev.type == "cuda")

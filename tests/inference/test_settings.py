@@ -1,13 +1,17 @@
 """Where `dfdc predict`'s settings come from: flag > checkpoint > params file > defaults."""
+from types import SimpleNamespace
+
 import pytest
 
 from dfdc.inference.settings import SettingsConflict, resolve
 
 
 class M:
-    def __init__(self, name, detect=None, crops=None):
+    def __init__(self, name, detect=None, crops=None, clips=None, size=32):
         self.name = name
-        self.preprocess = None if detect is None and crops is None else {"detect": detect, "crops": crops}
+        self.spec = SimpleNamespace(input="clip" if clips is not None else "frame", size=size)
+        self.preprocess = None if detect is None and crops is None and clips is None else \
+            {"detect": detect, "crops": crops, "clips": clips}
 
 
 DETECT = {"thresholds": [0.85, 0.95, 0.95], "min_score": 0.9, "min_face_size": 40, "max_faces": 4,
@@ -51,3 +55,12 @@ def test_each_model_keeps_its_margin_but_the_detector_is_shared():
                                                r"\[0.7, 0.8, 0.9\]\); pass --thresholds"):
         resolve([a, b, c], {})
     assert resolve([a, b, c], {"thresholds": [0.6, 0.7, 0.7]}).detector["thresholds"] == [0.6, 0.7, 0.7]
+
+
+def test_a_clip_model_cuts_at_its_clips_margin_and_size():
+    from dfdc.inference.settings import clip_size
+
+    frame, clip = M("f", DETECT, {"margin": 0.3}), M("c", DETECT, clips={"margin": 0.5, "size": 64})
+    s = resolve([frame, clip], {})
+    assert s.margins == {"f": 0.3, "c": 0.5} and s.sources["margin"] == "checkpoints"
+    assert clip_size(clip) == 64 and clip_size(M("c2", DETECT, clips={})) == 32  # not recorded: the spec's size

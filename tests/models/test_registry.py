@@ -44,11 +44,15 @@ def no_download(monkeypatch):
 def test_list_models_sorted_and_complete():
     names = list_models()
     assert names == sorted(MODELS)
-    expected = {f"efficientnet_b{i}" for i in range(8)} | {
+    frames = {f"efficientnet_b{i}" for i in range(8)} | {
         "tf_efficientnet_b7_ns", "xception", "seresnext50_32x4d",
         "resnet18", "mobilenetv3_small_100", "efficientnet_lite0", "regnetx_002",
     }
-    assert set(names) == expected
+    clips = {"r3d_18", "mc3_18", "r2plus1d_18", "s3d", "r3d_mini", "i3d",
+             "ntech_efficientnet_b0", "ntech_tf_efficientnet_b7_ns",
+             "lstm_resnet18", "lstm_regnetx_002", "lstm_mobilenetv3_small_100", "lstm_efficientnet_b0",
+             "lstm_efficientnet_b6", "lstm_tf_efficientnet_b7_ns"}
+    assert set(names) == frames | clips
 
 
 @pytest.mark.parametrize("name", list_models())

@@ -31,7 +31,7 @@ class TinyClipModel(DeepfakeModel):
 
 @pytest.fixture()
 def clip_model():
-    register("tiny_clip", lambda input_size=32, **kw: TinyClipModel(input_size))
+    register("tiny_clip", lambda input_size=32, clip_len=T, frame_stride=2, **kw: TinyClipModel(input_size))
     TinyClipModel.seen = []
     yield "tiny_clip"
     del MODELS["tiny_clip"]
