@@ -25,17 +25,29 @@ def _groups(preds: Mapping[str, pd.DataFrame], info: pd.DataFrame | None) -> dic
 
 
 def _frame_table(frames: Mapping[str, pd.DataFrame], videos: pd.Series,
-                 weights: Mapping[str, float]) -> pd.DataFrame | None:
-    """One row per crop that every model scored: key, video, label, prob_<model>, prob (weighted)."""
+                 weights: Mapping[str, float]) -> tuple[pd.DataFrame | None, dict[str, pd.DataFrame]]:
+    """(the ensemble's rows, each model's own rows) of the crops (clip windows) scored on ``videos``.
+
+    The ensemble's table has one row per crop that every model of the largest group scoring the
+    same crops scored (clip models score windows, keyed apart): key, video, label, prob_<model>,
+    prob (weighted over that group). Each model's own rows are key, video, label, prob_<model>.
+    """
+    own = {name: f.loc[f["video"].isin(videos), ["key", "video", "label", "prob"]].rename(
+        columns={"prob": f"prob_{name}"}) for name, f in frames.items()}
+    groups: dict[frozenset, list[str]] = {}
+    for name, part in own.items():
+        groups.setdefault(frozenset(part["key"]), []).append(name)
+    shared = max(groups.values(), key=len, default=[])
     out = None
-    for name, f in frames.items():
-        part = f.loc[f["video"].isin(videos), ["key", "video", "label", "prob"]].rename(columns={"prob": f"prob_{name}"})
+    for name in shared:
+        part = own[name]
         out = part if out is None else out.merge(part.drop(columns=["video", "label"]), on="key", how="inner")
     if out is None or out.empty:
-        return None
-    total = sum(weights.values())
-    out["prob"] = sum(weights[n] * out[f"prob_{n}"] for n in frames) / total
-    return out.reset_index(drop=True)
+        return None, own
+    total = sum(weights[n] for n in shared)
+    out["prob"] = sum(weights[n] * out[f"prob_{n}"] for n in shared) / total if total > 0 else \
+        sum(out[f"prob_{n}"] for n in shared) / len(shared)
+    return out.reset_index(drop=True), own
 
 
 def _breakdowns(table: pd.DataFrame, info: pd.DataFrame | None, columns: dict[str, str]) -> dict[str, dict]:
@@ -200,11 +212,17 @@ def evaluate(
     doc["calibration"] = calibration
 
     video_parts, frame_parts = _breakdowns(ens, info, columns), {}
-    if frames:
-        ft = _frame_table(frames, ens["video"], doc[ENSEMBLE]["weights"])
-        if ft is not None:  # raw crop scores: a video-level temperature does not apply to them
-            doc["frame"] = {name: binary_metrics(ft["label"], ft[col]) for name, col in columns.items()}
-            frame_parts = _breakdowns(ft, info, columns)
+    if frames:  # raw crop (window) scores: a video-level temperature does not apply to them
+        ft, own = _frame_table(frames, ens["video"], doc[ENSEMBLE]["weights"])
+        doc["frame"], frame_parts = {}, {}
+        for name, col in columns.items():
+            table = own.get(name, ft)
+            if table is None or table.empty:
+                continue
+            doc["frame"][name] = binary_metrics(table["label"], table[col])
+            for key, part in _breakdowns(table, info, {name: col}).items():
+                for group, m in part.items():
+                    frame_parts.setdefault(key, {}).setdefault(group, {}).update(m)
     for key, part in video_parts.items():
         doc[key] = {group: {"video": m, **({"frame": frame_parts[key][group]}
                                            if group in frame_parts.get(key, {}) else {})}
@@ -251,7 +269,8 @@ def format_metrics_table(doc: Mapping, degraded: Mapping | None = None) -> str:
              _cell(m.get("accuracy")), _cell(m.get("log_loss_real")), _cell(m.get("log_loss_fake")),
              _cell(frame.get(name, {}).get("auc")), _cell(frame.get(name, {}).get("log_loss")),
              _cell(m.get("n"), "n")] for name, m in rows]
-    out = ["video level (frame_*: every scored crop)", *_grid(header, body)]
+    out = ["video level (frame_*: every scored crop, or window of a clip model; the ensemble's: the crops its "
+           "frame models share)", *_grid(header, body)]
     ens = doc.get(ENSEMBLE, {})
     if ens.get("weights"):
         w = ", ".join(f"{k}={v:.3f}" for k, v in ens["weights"].items())

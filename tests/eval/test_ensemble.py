@@ -240,3 +240,25 @@ def test_format_metrics_table(perfect_and_noise):
     assert set(rows) == {"A", "B", "ensemble"}
     assert rows["A"][4] == "1.0000" and rows["A"][-1] == "200"  # auc of the perfect model, then its count
     assert "temperature scaling" in table
+
+
+def test_frame_metrics_with_a_clip_model_keyed_apart():
+    """Crop models share their crops' keys; a clip model's windows are its own rows: each model gets frame
+    metrics on its own rows, the ensemble on the crops its frame models share."""
+    rng = np.random.default_rng(0)
+    videos = [f"v{i}.mp4" for i in range(40)]
+    y = np.array([i % 2 for i in range(40)])
+    preds = {n: _table(videos, y, np.clip(y * 0.6 + rng.uniform(0, 0.4, 40), 0, 1)) for n in ("a", "b", "clip")}
+    crops = pd.DataFrame([{"key": f"{v}|{f}", "video": v, "label": int(l)} for v, l in zip(videos, y)
+                          for f in range(3)])
+    windows = pd.DataFrame([{"key": f"{v}|w{f}", "video": v, "label": int(l)} for v, l in zip(videos, y)
+                            for f in range(2)])
+    frames = {"a": crops.assign(prob=rng.uniform(size=len(crops))),
+              "b": crops.assign(prob=np.where(crops["label"] == 1, 0.9, 0.1)),
+              "clip": windows.assign(prob=np.where(windows["label"] == 1, 0.8, 0.3))}
+    doc, _ = evaluate(preds, frames=frames, n_boot=0)
+    assert set(doc["frame"]) == {"a", "b", "clip", "ensemble"}
+    assert doc["frame"]["clip"]["n"] == len(windows) and doc["frame"]["clip"]["auc"] == 1.0
+    assert doc["frame"]["ensemble"]["n"] == len(crops)  # a and b's crops, not the windows
+    ens = binary_metrics(crops["label"], (frames["a"]["prob"] + frames["b"]["prob"]) / 2)
+    assert doc["frame"]["ensemble"]["log_loss"] == pytest.approx(ens["log_loss"])

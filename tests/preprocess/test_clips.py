@@ -130,3 +130,34 @@ def test_ffpp_fake_and_real_clips_are_frame_aligned(ffpp_root, detector, tmp_pat
         assert same < 3.0 and same < shifted, (row.video, same, shifted)
         checked += 1
     assert checked >= 4
+
+
+def test_3d_cutmix_and_codec_augmentation_on_real_clips(clips_png):
+    import torch
+
+    from dfdc.data.batch import Batch
+    from dfdc.data.codec import apply_codec, draw_codec_params, reencode_clip
+    from dfdc.data.mix import CutMix
+
+    clips, _, out = clips_png
+    real = clips[clips["label"] == 0].head(2)
+    fake = clips[clips["label"] == 1].head(2)
+    table = pd.concat([real, fake])
+    x = np.stack(next(read_clips(table, out)))  # (4, T, H, W, 3) real clips of the tiny sample
+    batch = Batch(torch.from_numpy(x), torch.tensor([0.0, 0.0, 1.0, 1.0]), torch.arange(4)).unit()
+    rng = np.random.default_rng(3)
+    mixed = CutMix(alpha=1.0, p=1.0)(batch, np.random.default_rng(3))
+    assert mixed.x.shape == batch.x.shape == (4, 3, 4, 32, 32) and 0 <= mixed.x.min() and mixed.x.max() <= 1
+    changed = (mixed.x != batch.x).any(dim=1)  # (B, T, H, W): the pasted voxels that differ from the item's own
+    for i in range(4):
+        share = abs(mixed.y[i].item() - batch.y[i].item())
+        if share:  # a real/fake pair: the target moved by the pasted cuboid's share of the clip
+            assert changed[i].float().mean().item() <= share + 1e-6
+            assert changed[i].float().mean().item() > 0.5 * share  # real clips differ almost everywhere
+    clip = x[2]
+    params = draw_codec_params(rng)
+    out_clip = apply_codec(clip, params)
+    assert out_clip.shape == clip.shape and out_clip.dtype == np.uint8 and not np.array_equal(out_clip, clip)
+    assert np.abs(out_clip.astype(int) - clip.astype(int)).mean() < 40  # the same faces, re-encoded
+    again = reencode_clip(clip, np.random.default_rng(5))
+    assert np.array_equal(again, reencode_clip(clip, np.random.default_rng(5)))
