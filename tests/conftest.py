@@ -123,3 +123,16 @@ def odd_inputs(tiny_sample, tmp_path_factory) -> Path:
     from odd_inputs import make_odd_inputs
 
     return make_odd_inputs(tiny_sample, tmp_path_factory.mktemp("odd") / "inputs")
+
+
+def copy_real_and_fake(sample: Path, part: Path) -> tuple[str, str]:
+    """Copy one real video of ``sample``'s first part and one of its fakes into folder ``part``: (real, fake)."""
+    import json
+
+    part.mkdir(parents=True)
+    meta = json.loads((sample / "dfdc_train_part_0" / "metadata.json").read_text())
+    real = next(k for k, v in meta.items() if v["label"] == "REAL")
+    fake = next(k for k, v in meta.items() if v.get("original") == real)
+    for name in (real, fake):
+        shutil.copy(sample / "dfdc_train_part_0" / name, part / name)
+    return real, fake

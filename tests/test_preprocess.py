@@ -1,10 +1,11 @@
 """detect -> crops -> diffs on the tiny sample, the FF++ pairs and bad input."""
 import json
-import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
+
+from conftest import copy_real_and_fake
 
 from dfdc.datasets.index import build_index
 from dfdc.faces.crops import crop_box
@@ -100,12 +101,7 @@ def test_ffpp_faces_crops_and_diff_masks(ffpp_root, detector, tmp_path):
 def bad_tree(tiny_sample, tmp_path):
     """One part: a good real + fake, a real with no face + its fake, a fake shorter than its original."""
     part = tmp_path / "root" / "dfdc_train_part_0"
-    part.mkdir(parents=True)
-    meta_src = json.loads((tiny_sample / "dfdc_train_part_0" / "metadata.json").read_text())
-    real = next(k for k, v in meta_src.items() if v["label"] == "REAL")
-    fake = next(k for k, v in meta_src.items() if v.get("original") == real)
-    for name in (real, fake):
-        shutil.copy(tiny_sample / "dfdc_train_part_0" / name, part / name)
+    real, fake = copy_real_and_fake(tiny_sample, part)
     rng = np.random.default_rng(0)
     write_video(part / "noface.mp4", [rng.integers(0, 40, (120, 160, 3), dtype=np.uint8) for _ in range(20)], 25)
     write_video(part / "noface_fake.mp4", [rng.integers(0, 40, (120, 160, 3), dtype=np.uint8) for _ in range(20)], 25)

@@ -12,6 +12,7 @@ into the windows that hold it as it goes by.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,23 +159,23 @@ def _clip_one(job_and_params) -> tuple[_Job, list[tuple[dict, np.ndarray]], int,
         reason = ("original has no faces" if job.source != job.video else "no face") if not job.short else \
             f"every face track is shorter than one window ({(window - 1) * stride + 1} frames)"
         return job, [], 0, reason
+    out = []
     try:
         cut, (w, h) = cut_clips(job.path, job.windows, window, stride, size)
-    except VideoError as e:
+        for win in job.windows:
+            if win not in cut:
+                continue
+            frames = cut[win]
+            meta = {"key": clip_key(job.video, win.track, win.start), "video": job.video, "original": job.source,
+                    "label": job.label, "track": win.track, "frame": win.start, "frames": window, "stride": stride,
+                    "codec": codec, "x1": win.box[0], "y1": win.box[1], "x2": win.box[2], "y2": win.box[3],
+                    "edge": reaches_edge(win.box, w, h)}
+            data = encode_clip_mp4(frames, crf=crf, fps=fps) if codec == "mp4" else [encode_png(f) for f in frames]
+            out.append((meta, data))
+    except VideoError as e:  # an encode that fails loses the video's clips, never the stage
         return job, [], 0, str(e)
     except Exception as e:  # noqa: BLE001 - one bad video never stops the stage
         return job, [], 0, f"{type(e).__name__}: {e}"
-    out = []
-    for win in job.windows:
-        if win not in cut:
-            continue
-        frames = cut[win]
-        meta = {"key": clip_key(job.video, win.track, win.start), "video": job.video, "original": job.source,
-                "label": job.label, "track": win.track, "frame": win.start, "frames": window, "stride": stride,
-                "codec": codec, "x1": win.box[0], "y1": win.box[1], "x2": win.box[2], "y2": win.box[3],
-                "edge": reaches_edge(win.box, w, h)}
-        data = encode_clip_mp4(frames, crf=crf, fps=fps) if codec == "mp4" else [encode_png(f) for f in frames]
-        out.append((meta, data))
     missing = len(job.windows) - len(out)
     error = f"shorter than its original: {missing} of {len(job.windows)} windows run past its end" \
         if missing and job.source != job.video else \
@@ -215,7 +216,8 @@ def clip_videos(
     for source in videos["source"].unique():
         if source in by_source:
             plans[source] = plan_windows(by_source[source], window, stride, per_track, margin)
-    fps = {r.video: float(r.fps) for r in videos.itertuples()} if "fps" in videos.columns else {}
+    fps = {r.video: float(r.fps) for r in videos.itertuples()
+           if math.isfinite(float(r.fps)) and float(r.fps) > 0} if "fps" in videos.columns else {}
     jobs = []
     for r in videos.itertuples():
         wins, short = plans.get(r.source, ([], 0))

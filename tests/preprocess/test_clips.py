@@ -1,10 +1,11 @@
 """`clips`: windows along the face tracks, frame-aligned across a real video and its fakes, bad cases recorded."""
 import json
-import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
+
+from conftest import copy_real_and_fake
 
 from dfdc.data.clips import ClipDataset, read_clips
 from dfdc.datasets.index import build_index
@@ -81,12 +82,7 @@ def test_mp4_clips_round_trip_close_to_png(tiny_prep, clips_png, tmp_path):
 def odd_tree(tiny_sample, tmp_path):
     """A real and its fake, a fake shorter than its original, and a real whose face hugs the frame edge."""
     part = tmp_path / "root" / "dfdc_train_part_0"
-    part.mkdir(parents=True)
-    meta_src = json.loads((tiny_sample / "dfdc_train_part_0" / "metadata.json").read_text())
-    real = next(k for k, v in meta_src.items() if v["label"] == "REAL")
-    fake = next(k for k, v in meta_src.items() if v.get("original") == real)
-    for name in (real, fake):
-        shutil.copy(tiny_sample / "dfdc_train_part_0" / name, part / name)
+    real, fake = copy_real_and_fake(tiny_sample, part)
     frames, _ = read_frames(part / fake)
     write_video(part / "short.mp4", [frames[i] for i in range(len(frames) // 3)], 25)
     meta = {real: {"label": "REAL"}, fake: {"label": "FAKE", "original": real},
@@ -161,3 +157,29 @@ def test_3d_cutmix_and_codec_augmentation_on_real_clips(clips_png):
     assert np.abs(out_clip.astype(int) - clip.astype(int)).mean() < 40  # the same faces, re-encoded
     again = reencode_clip(clip, np.random.default_rng(5))
     assert np.array_equal(again, reencode_clip(clip, np.random.default_rng(5)))
+
+
+def test_a_clip_that_cannot_be_encoded_loses_its_video_not_the_stage(tiny_prep, tmp_path, monkeypatch):
+    import dfdc.preprocess.clips as stage
+    from dfdc.data.codec import CodecError
+
+    bad = tiny_prep["index"]["video"].iloc[0]
+    real = stage.encode_clip_mp4
+
+    def encode(frames, **kw):
+        if encode.video == bad:
+            raise CodecError("ffmpeg failed to encode")
+        return real(frames, **kw)
+
+    def clip_one(job):
+        encode.video = job[0].video
+        return original(job)
+
+    original, encode.video = stage._clip_one, None
+    monkeypatch.setattr(stage, "encode_clip_mp4", encode)
+    monkeypatch.setattr(stage, "_clip_one", clip_one)
+    clips, status = clip_videos(tiny_prep["index"], tiny_prep["faces"], tmp_path / "c", window=3, stride=2,
+                                per_track=1, size=32, workers=0, progress=False)
+    row = status.set_index("video").loc[bad]
+    assert not row["ok"] and row["error"] == "ffmpeg failed to encode" and bad not in set(clips["video"])
+    assert status["ok"].sum() == len(status) - 1
