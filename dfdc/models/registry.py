@@ -6,7 +6,7 @@ A builder takes ``input_size``, ``drop_rate``, ``drop_path_rate`` and ``hub``
 also names ``clip_len`` and ``frame_stride`` among its parameters (its defaults
 are the family's); a frame model's builder does not. Families register their
 variants from a table (:mod:`dfdc.models.image`, :mod:`dfdc.models.video3d`,
-:mod:`dfdc.models.sequence`).
+:mod:`dfdc.models.sequence`, :mod:`dfdc.models.wsdan`, :mod:`dfdc.models.foundation`).
 """
 from __future__ import annotations
 
@@ -100,4 +100,4 @@ def load_pretrained_file(model: DeepfakeModel, path: os.PathLike, name: str) -> 
 
 def _load_families() -> None:
     """Import the modules whose tables fill :data:`MODELS`."""
-    from dfdc.models import image, sequence, video3d  # noqa: F401
+    from dfdc.models import foundation, image, sequence, video3d, wsdan  # noqa: F401

@@ -106,6 +106,9 @@ class DeepfakeModel(nn.Module):
         """Extra loss terms the training step adds to the split BCE (none by default)."""
         return {}
 
+    def end_epoch(self, epoch: int) -> None:
+        """Called by the training loop after each epoch's steps, before validation (nothing by default)."""
+
     def param_groups(self, lr: float, weight_decay: float, backbone_lr_scale: float = 1.0) -> list[dict]:
         """Optimizer groups: the backbone at ``lr * backbone_lr_scale`` (0: frozen), the head at ``lr``."""
         backbone, head = [], []

@@ -1,0 +1,198 @@
+"""Foundation-model detectors: a CLIP ViT image tower, frozen, with one linear logit on its class token.
+
+Two tuning modes, the mechanisms behind the strongest published cross-dataset results:
+
+* ``ln`` (GenD): the tower's LayerNorm weights and biases and the linear head train; every other
+  tower tensor stays as pretrained.
+* ``probe`` (UnivFD): only the linear head trains, on the frozen tower's features.
+
+Everything outside those sets has ``requires_grad`` False from construction, and
+:meth:`ClipDetector.param_groups` hands the optimizer only what trains. The tower always runs in
+eval mode, so a frozen or LayerNorm-tuned tower computes the features it was pretrained to; the
+model's ``drop_rate`` is a dropout on the feature, before the head.
+
+The towers are timm's CLIP image towers with QuickGELU, the activation OpenAI trained them with
+(timm's ``vit_*_clip_quickgelu_224.openai``; the same published weights as ``vit_*_clip_224.openai``).
+The head reads the class token after the tower's final LayerNorm (1024-d for ViT-L/14, 768-d for
+ViT-B/16), before CLIP's projection to the joint embedding: a linear probe on the projected
+embedding, as UnivFD trains it, is one of the probes on this feature. The ``clip_vit_tiny_*`` rows
+are a small CLIP-style tower from random init, with no published weights: they exercise the code
+(tests, the demo), not the quality.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dfdc.models.registry import register
+from dfdc.models.spec import DeepfakeModel, ModelOutput, ModelSpec
+from dfdc.models.weights import WeightsError, timm_hub_check
+
+HEAD = "head"
+MODES = ("ln", "probe")
+TINY = "tiny"
+
+# tower: (timm architecture with published weights, or TINY: random init only; patch size)
+TOWERS: dict[str, tuple[str, int]] = {
+    "vit_l14": ("vit_large_patch14_clip_quickgelu_224.openai", 14),  # the GenD / UnivFD / Effort backbone
+    "vit_b16": ("vit_base_patch16_clip_quickgelu_224.openai", 16),
+    "vit_tiny": (TINY, 16),
+}
+# timm's CLIP image-tower arguments (vit_base_patch16_clip_quickgelu_224) at ViT-Tiny width and depth 4
+TINY_TOWER: dict[str, Any] = {"embed_dim": 192, "depth": 4, "num_heads": 3, "pre_norm": True,
+                              "act_layer": "quick_gelu"}
+
+# registered name: (tower, tuning mode)
+CLIP_DETECTORS: dict[str, tuple[str, str]] = {
+    "clip_vit_l14_ln": ("vit_l14", "ln"),  # GenD
+    "clip_vit_l14_probe": ("vit_l14", "probe"),  # UnivFD
+    "clip_vit_b16_ln": ("vit_b16", "ln"),
+    "clip_vit_b16_probe": ("vit_b16", "probe"),
+    "clip_vit_tiny_ln": ("vit_tiny", "ln"),
+    "clip_vit_tiny_probe": ("vit_tiny", "probe"),
+}
+
+
+class ClipDetector(DeepfakeModel):
+    """A CLIP ViT image tower (``backbone``, timm layout) and a linear ``head``: ``(B, 3, H, W)`` -> logits ``(B,)``.
+
+    ``mode`` ``ln`` trains the tower's LayerNorms and the head, ``probe`` the head alone. An input
+    whose side is not a multiple of the patch size is zero-padded on the right and bottom to the
+    tower's image size (the next multiple).
+    """
+
+    def __init__(self, backbone: nn.Module, spec: ModelSpec, mode: str, drop_rate: float = 0.0) -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"tuning mode must be one of {MODES}, got {mode!r}")
+        self.backbone = backbone
+        self.spec = spec
+        self.mode = mode
+        self.drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(int(backbone.num_features), 1)
+        for p in backbone.parameters():
+            p.requires_grad_(False)
+        if mode == "ln":
+            for p in layer_norm_parameters(backbone):
+                p.requires_grad_(True)
+        self.train()
+
+    def features(self, x: Tensor) -> Tensor:
+        """The tower's class-token feature ``(B, D)`` of a normalised ``(B, 3, H, W)`` input."""
+        side = self.backbone.patch_embed.img_size
+        pad_h, pad_w = max(0, side[0] - x.shape[-2]), max(0, side[1] - x.shape[-1])
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        return self.backbone(x)
+
+    def forward(self, x: Tensor) -> ModelOutput:
+        return ModelOutput(self.head(self.drop(self.features(x))).squeeze(-1))  # (B, 1) -> (B,)
+
+    def param_groups(self, lr: float, weight_decay: float, backbone_lr_scale: float = 1.0) -> list[dict]:
+        """Optimizer groups of the parameters that train, and of those only.
+
+        The head at ``lr`` and ``weight_decay``; under ``ln`` the tower's LayerNorms at
+        ``lr * backbone_lr_scale`` without weight decay (decay would pull their gains towards 0,
+        not towards the pretrained values). ``backbone_lr_scale`` 0 freezes the LayerNorms too:
+        the head alone trains, as in ``probe``.
+        """
+        tower = [p for n, p in self.named_parameters() if p.requires_grad and not self.spec.is_head(n)]
+        head = [p for n, p in self.named_parameters() if p.requires_grad and self.spec.is_head(n)]
+        if backbone_lr_scale == 0:
+            for p in tower:
+                p.requires_grad_(False)
+            tower = []
+        groups = [{"params": tower, "lr": lr * backbone_lr_scale, "weight_decay": 0.0, "name": "backbone"},
+                  {"params": head, "lr": lr, "weight_decay": weight_decay, "name": "head"}]
+        return [g for g in groups if g["params"]]
+
+    def train(self, mode: bool = True) -> ClipDetector:
+        """As nn.Module.train, but the tower stays in eval mode (its dropout and stochastic depth off)."""
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def pretrained_keys(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """A CLIP image tower's weights -> this model's keys.
+
+        Accepted: timm's VisionTransformer layout (the keys of timm's ``vit_*_clip_*`` models, as
+        timm and open_clip's timm conversions save them), and what timm's own checkpoint filter
+        converts (OpenAI CLIP / open_clip ``visual.*``). The position embedding is resampled to this
+        tower's patch grid. A file whose keys sit under ``backbone.`` (a dfdc checkpoint of this
+        model) keeps its other keys (its ``head.*``); in a bare tower file, ``head.*`` is the tower's
+        own classifier or CLIP projection and is dropped.
+        """
+        from timm.models.vision_transformer import checkpoint_filter_fn
+
+        prefix = "backbone."
+        if any(k.startswith(prefix) for k in state):
+            tower = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+            rest = {k: v for k, v in state.items() if not k.startswith(prefix)}
+        else:
+            tower, rest = state, {}
+        tower = checkpoint_filter_fn(tower, self.backbone)
+        return {**{prefix + k: v for k, v in tower.items() if not _is_tower_head(k)}, **rest}
+
+
+def _is_tower_head(key: str) -> bool:
+    return key == HEAD or key.startswith(HEAD + ".")
+
+
+def layer_norm_parameters(module: nn.Module) -> list[nn.Parameter]:
+    """Weights and biases of every LayerNorm in ``module``."""
+    return [p for m in module.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters(recurse=False)]
+
+
+def tower_size(input_size: int, patch_size: int) -> int:
+    """The tower's image side: ``input_size`` rounded up to a multiple of ``patch_size``."""
+    return patch_size * math.ceil(input_size / patch_size)
+
+
+def clip_detector(tower: str, mode: str, *, input_size: int = 224, drop_rate: float = 0.0,
+                  drop_path_rate: float = 0.0, hub: bool = False, name: str = "") -> ClipDetector:
+    """Build CLIP tower ``tower`` (published weights when ``hub``) with tuning ``mode`` and its frame spec."""
+    import timm
+    from timm.data import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+    from timm.layers import LayerNorm
+    from timm.models.vision_transformer import VisionTransformer
+
+    arch, patch = TOWERS[tower]
+    size = tower_size(input_size, patch)
+    name = name or f"clip_{tower}_{mode}"
+    if drop_path_rate:
+        raise ValueError(f"{name}: the CLIP tower runs in eval mode (no stochastic depth); drop_path_rate must "
+                         f"be 0, got {drop_path_rate}")
+    if arch == TINY:
+        if hub:
+            raise WeightsError(f"{name}: no weights are published for its random-init tiny CLIP tower; set "
+                               "pretrained to a local weights file or leave it empty (random init)")
+        backbone = VisionTransformer(img_size=size, patch_size=patch, num_classes=0,
+                                     norm_layer=partial(LayerNorm, eps=1e-5), **TINY_TOWER)
+        mean, std = OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+    else:
+        if hub:
+            timm_hub_check(name, arch)
+        backbone = timm.create_model(arch, pretrained=hub, num_classes=0, img_size=size)
+        mean, std = backbone.pretrained_cfg["mean"], backbone.pretrained_cfg["std"]
+    spec = ModelSpec(input="frame", size=int(input_size), mean=tuple(float(v) for v in mean),
+                     std=tuple(float(v) for v in std), head=(HEAD,))
+    return ClipDetector(backbone, spec, mode, drop_rate=drop_rate)
+
+
+def _builder(name: str, tower: str, mode: str):
+    def build(*, input_size: int = 224, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+              hub: bool = False) -> ClipDetector:
+        return clip_detector(tower, mode, input_size=input_size, drop_rate=drop_rate,
+                             drop_path_rate=drop_path_rate, hub=hub, name=name)
+
+    trains = "its LayerNorms and a linear head" if mode == "ln" else "a linear head alone"
+    build.__doc__ = f"{name}: CLIP tower {TOWERS[tower][0]}, frozen but for {trains}."
+    return build
+
+
+for _name, (_tower, _mode) in CLIP_DETECTORS.items():
+    register(_name, _builder(_name, _tower, _mode))
