@@ -33,6 +33,13 @@ def _cmd_manifest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_exp_args(args: argparse.Namespace) -> int:
+    from dfdc.presets import exp_args
+
+    print(exp_args(args.preset, args.params))
+    return 0
+
+
 def _cmd_summary(args: argparse.Namespace) -> int:
     import json
 
@@ -276,6 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
     _scoring_flags(p, strategy=False)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("exp-args", help="the `dvc exp run -S` arguments that apply a preset (eval \"dvc exp run -n "
+                                        "NAME $(dfdc exp-args PRESET)\")")
+    p.add_argument("preset", help="a preset file (presets/*.yaml)")
+    p.add_argument("--params", default="params.yaml", help="the params file it applies to (default params.yaml)")
+    p.set_defaults(func=_cmd_exp_args)
 
     p = sub.add_parser("summary", help="print what the pipeline has produced")
     p.add_argument("--index", default="data/index.parquet")

@@ -64,3 +64,25 @@ def check_no_leak(folds: pd.DataFrame) -> None:
     for video, original, fold in zip(fakes["video"], fakes["original"], fakes["fold"]):
         if original in fold_of and fold_of[original] != fold:
             raise FoldLeak(f"{video} is in fold {fold} but its original {original} is in fold {fold_of[original]}")
+
+
+def with_methods(folds: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
+    """``folds`` with each fake's manipulation ``method`` from the index (None for reals and unknown)."""
+    methods = index.set_index("video")["method"] if "method" in index.columns else pd.Series(dtype=object)
+    return folds.assign(method=folds["video"].map(methods).where(folds["label"] == 1).astype(object))
+
+
+def unseen_videos(folds: pd.DataFrame, leave_out: str | None) -> set[str]:
+    """The fakes of manipulation ``leave_out`` (None: none): kept out of training and model selection.
+
+    They stay in their folds, so the holdout scores them. Raises ValueError when no fake of
+    ``folds`` (its ``method`` column, :func:`with_methods`) has that method.
+    """
+    if leave_out is None:
+        return set()
+    methods = folds["method"] if "method" in folds.columns else pd.Series(index=folds.index, dtype=object)
+    fakes = folds["label"] == 1
+    known = sorted(methods[fakes].dropna().unique().tolist())
+    if leave_out not in known:
+        raise ValueError(f"no fake has method {leave_out!r}; the folds' methods are {known or 'none'}")
+    return set(folds.loc[fakes & (methods == leave_out), "video"])

@@ -10,6 +10,7 @@ import pandas as pd
 
 from dfdc.config.base import ParamsError
 from dfdc.config.evaluate import EvaluateParams
+from dfdc.config.folds import FoldsParams
 from dfdc.config.train import TrainParams
 from dfdc.eval.plots import write_plots
 from dfdc.eval.report import evaluate, format_metrics_table
@@ -51,6 +52,9 @@ def main() -> None:
     kw = {"info": info, "n_splits": p.splits, "n_boot": p.bootstrap}
     metrics, ens = evaluate(preds, frames=frames, method=p.method, weights=p.weights or None,
                             calibrate=p.calibrate, **kw)
+    left_out = FoldsParams.load(args.params).leave_out
+    if left_out is not None:  # the generalisation measurement: a manipulation no model trained on
+        metrics["leave_out"] = {"method": left_out, **metrics.get("by_method", {}).get(left_out, {})}
     write_json(metrics, args.out)
     write_plots(preds, ens, args.plots, calibrated=ens.attrs["calibrated"])
     weights = metrics["ensemble"]["weights"]

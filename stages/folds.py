@@ -6,7 +6,7 @@ import argparse
 import pandas as pd
 
 from dfdc.config.folds import FoldsParams
-from dfdc.folds import assign_folds
+from dfdc.folds import assign_folds, with_methods
 from dfdc.store import write_parquet
 
 
@@ -17,7 +17,8 @@ def main() -> None:
     ap.add_argument("--out", default="data/folds.parquet")
     args = ap.parse_args()
     p = FoldsParams.load(args.params)
-    folds = assign_folds(pd.read_parquet(args.index), k=p.k, by=p.group, seed=p.seed)
+    index = pd.read_parquet(args.index)
+    folds = with_methods(assign_folds(index, k=p.k, by=p.group, seed=p.seed), index)
     write_parquet(folds, args.out)
     sizes = folds.groupby("fold").size().to_dict()
     print(f"folds: {len(folds)} videos in {p.k} folds {sizes}, {folds['group'].nunique()} groups, "

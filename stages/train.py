@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 import pandas as pd
 
@@ -11,6 +12,7 @@ from dfdc.config.base import ParamsError
 from dfdc.config.folds import FoldsParams
 from dfdc.config.predict import PredictParams
 from dfdc.config.train import TrainParams
+from dfdc.folds import unseen_videos
 from dfdc.store import read_meta, write_json
 from dfdc.train import checkpoint
 from dfdc.train.loop import train_model
@@ -23,6 +25,8 @@ def main() -> int:
     ap.add_argument("--crops", default="data/crops.parquet", help="the crops table, or the clips table")
     ap.add_argument("--crops-dir", default="data/crops", help="its shards")
     ap.add_argument("--folds", default="data/folds.parquet")
+    ap.add_argument("--diffs", help="the diffs table (read when an entry's cutout.diff is on)")
+    ap.add_argument("--diffs-dir", help="its shards")
     ap.add_argument("--backbone", help="checkpoint of the model named by backbone_from (train.stacked, train.clips_stacked)")
     ap.add_argument("--out-dir", required=True)
     ap.add_argument("--metrics", required=True)
@@ -44,16 +48,32 @@ def main() -> int:
     except checkpoint.CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    folds_p = FoldsParams.load(args.params)
+    folds = pd.read_parquet(args.folds)
+    try:
+        unseen = unseen_videos(folds, folds_p.leave_out)
+    except ValueError as e:
+        raise ParamsError(f"{args.params}: folds.leave_out: {e}") from None
+    diffs = None
+    if p.cutout.diff > 0:
+        if not args.diffs or not Path(args.diffs).exists():
+            raise ParamsError(f"{args.params}: train.{train.group_of(args.model)}.{args.model}.cutout.diff: the "
+                              f"diff-guided cutout reads the SSIM diff masks, but the diffs table "
+                              f"{args.diffs!r} is missing")
+        diffs = pd.read_parquet(args.diffs)
     meta = read_meta(args.crops)
-    result = train_model(args.model, p, pd.read_parquet(args.crops), pd.read_parquet(args.folds), args.crops_dir,
-                         args.out_dir, holdout=FoldsParams.load(args.params).holdout, device=train.device,
+    result = train_model(args.model, p, pd.read_parquet(args.crops), folds, args.crops_dir,
+                         args.out_dir, holdout=folds_p.holdout, device=train.device,
                          scoring=PredictParams.load(args.params),
                          preprocess={k: v for k, v in meta.items() if k != "data"},
-                         data_info=meta.get("data"), backbone=backbone, live_dir=args.live_dir)
+                         data_info=meta.get("data"), backbone=backbone, live_dir=args.live_dir,
+                         leave_out=folds_p.leave_out, diffs=diffs, diffs_dir=args.diffs_dir)
     write_json(result, args.metrics)
     b = result["best"]
+    what = "clips" if train.reads_clips(args.model) else "crops"
+    left = f"; {folds_p.leave_out!r} left out ({len(unseen)} fake videos)" if folds_p.leave_out else ""
     print(f"train@{args.model}: best epoch {b['epoch']}, val log loss {b['val_log_loss']:.4f}, "
-          f"auc {b['val_auc']:.3f} ({result['train_crops']} train / {result['val_crops']} holdout crops)")
+          f"auc {b['val_auc']:.3f} ({result['train_crops']} train / {result['val_crops']} holdout {what}{left})")
     return 0
 
 

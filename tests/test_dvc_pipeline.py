@@ -17,7 +17,7 @@ detect: {every: 5, min_track: 2, workers: 1}
 crops: {margin: 0.3, workers: 1}
 diffs: {workers: 1}
 clips: {window: 4, stride: 1, per_track: 1, size: 32, workers: 1}
-folds: {k: 2, holdout: 0}
+folds: {k: 2, holdout: 0, leave_out: null}
 train:
   device: cpu
   models:
@@ -91,6 +91,20 @@ def test_preprocessing_dag_reruns_only_what_changed(tmp_path):
     git = lambda *a: subprocess.run(["git", *a], cwd=repo, env=venv_env(), check=True, capture_output=True)  # noqa: E731
     git("add", "-A")
     git("commit", "-qm", "baseline")
+
+    # leaving a manipulation out (and switching which) makes training and evaluation stale, no preprocessing
+    methods = sorted(pd.read_parquet(repo / "data/folds.parquet")["method"].dropna().unique())
+    assert methods and set(methods) <= {"face", "inner", "mouth"}
+    trains = {"train@a", "train_stacked@b", "train_clips@c", "train_clips_stacked@l"}
+    for method in (methods[0], methods[-1]):
+        params = yaml.safe_load((repo / "params.yaml").read_text())
+        params["folds"]["leave_out"] = method
+        (repo / "params.yaml").write_text(yaml.safe_dump(params))
+        status = dvc("status").stdout
+        assert {s.rstrip(":") for s in status.split() if s.rstrip(":") in ALL} == trains | {"evaluate"}, status
+        dry = ran(dvc("repro", "--dry"))
+        assert trains | {"evaluate"} <= dry and not dry & {*PREP, "degrade", "crops_degraded", "clips_degraded"}
+    git("checkout", "params.yaml")
 
     exp = dvc("exp", "run", "-S", "train.stacked.b.lr=0.05")  # nothing reads b but its stages and evaluate
     assert ran(exp) == {"train_stacked@b", "predict_stacked@b", "predict_degraded_stacked@b", "evaluate"}

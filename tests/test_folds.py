@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from dfdc.datasets.index import build_index
-from dfdc.folds import FoldLeak, assign_folds, check_no_leak
+from dfdc.folds import FoldLeak, assign_folds, check_no_leak, unseen_videos, with_methods
 
 
 def _index(rows):
@@ -42,3 +42,35 @@ def test_folds_on_sample_and_ffpp(tiny_sample, ffpp_root):
         folds = assign_folds(build_index(root, progress=False), k=2)
         check_no_leak(folds)
         assert set(folds["fold"]) == {0, 1}
+
+
+def _methods_index():
+    rows = []
+    for i in range(8):
+        rows.append((f"o{i}.mp4", 0, None, None, None))
+        for j, m in enumerate(("face", "mouth")):
+            rows.append((f"o{i}_{m}.mp4", 1, f"o{i}.mp4", None, m))
+    return pd.DataFrame(rows, columns=["video", "label", "original", "part", "method"])
+
+
+def test_leave_out_keeps_a_manipulation_out_of_training_and_selection():
+    from dfdc.inference.holdout import holdout_videos
+    from dfdc.train.data import split_by_fold
+
+    index = _methods_index()
+    folds = with_methods(assign_folds(index, k=2, seed=0), index)
+    assert folds.loc[folds["label"] == 0, "method"].isna().all()
+    assert set(folds.loc[folds["label"] == 1, "method"]) == {"face", "mouth"}
+    unseen = unseen_videos(folds, "mouth")
+    assert unseen == {f"o{i}_mouth.mp4" for i in range(8)} and unseen_videos(folds, None) == set()
+    table = folds[["video", "label"]].assign(key=folds["video"] + "|0", shard="s")  # one crop per video
+    train, val = split_by_fold(table, folds, 0, leave_out="mouth")
+    assert not set(train["video"]) & unseen and not set(val["video"]) & unseen
+    assert set(train["video"]) | set(val["video"]) == set(folds["video"]) - unseen
+    full_train, _ = split_by_fold(table, folds, 0)
+    assert set(full_train["video"]) & unseen  # without the switch they train
+    scored = holdout_videos(folds, 0)  # predict@ scores every holdout video, the unseen fakes too
+    assert set(scored["video"]) & unseen == {v for v in unseen if folds.set_index("video").loc[v, "fold"] == 0}
+    assert not set(holdout_videos(folds, 0, "mouth")["video"]) & unseen
+    with pytest.raises(ValueError, match=r"no fake has method 'nose'.*\['face', 'mouth'\]"):
+        unseen_videos(folds, "nose")

@@ -30,3 +30,45 @@ def test_preset_loads_and_names_registered_models(preset):
     assert entries
     unknown = sorted({p.arch for p in entries.values()} - set(list_models()))
     assert not unknown, f"{preset.name}: unregistered architectures {unknown}"
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_exp_args_apply_a_preset_through_dvcs_overrides(preset, tmp_path):
+    """`dfdc exp-args` gives the -S overrides that turn params.yaml into params.yaml with the preset applied
+    (the groups it names replaced whole), as DVC's own Hydra code applies them."""
+    import shlex
+
+    from dvc.utils.hydra import apply_overrides
+
+    from dfdc.presets import exp_args
+
+    doc = yaml.safe_load(preset.read_text())
+    if not set(doc) <= set(SECTIONS):
+        pytest.skip("a list of train.models entries, not whole sections")
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
+    target = tmp_path / "params.yaml"
+    target.write_text(params.read_text())
+    args = shlex.split(exp_args(preset, params))
+    assert args[::2] == ["-S"] * (len(args) // 2)
+    apply_overrides(str(target), args[1::2])
+    got, before = yaml.safe_load(target.read_text()), yaml.safe_load(params.read_text())
+    for group, entries in doc.get("train", {}).items():
+        if isinstance(entries, dict) and group in ("models", "stacked", "clips", "clips_stacked"):
+            assert got["train"][group] == entries  # replaced whole, nothing of params.yaml's left
+    def leaves(prefix, value):
+        if isinstance(value, dict) and value:
+            return [leaf for k, v in value.items() for leaf in leaves((*prefix, k), v)]
+        return [(prefix, value)]
+
+    def at(doc, path):
+        for k in path:
+            doc = doc[k]
+        return doc
+
+    for section, body in doc.items():
+        if section != "train":
+            for path, value in leaves((section,), body):
+                assert at(got, path) == value, path
+    untouched = set(before) - set(doc)
+    assert {k: got[k] for k in untouched} == {k: before[k] for k in untouched}
+    check_file(target)  # still valid params

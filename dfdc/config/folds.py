@@ -9,7 +9,7 @@ from dfdc.config.base import Section, rng
 
 @dataclass
 class FoldsParams(Section):
-    """Leak-free folds."""
+    """Leak-free folds, and the manipulation a generalisation run leaves out."""
 
     SECTION = "folds"
 
@@ -17,6 +17,10 @@ class FoldsParams(Section):
     holdout: int = rng(ge=0, default=0)
     group: Literal["auto", "part", "original"] = "auto"
     seed: int = 0
+    # Leave one manipulation out: the fakes of this `method` (an index column; the sample's blend regions
+    # are face, inner and mouth) stay out of training and model selection; the holdout still scores them.
+    # Read by the train stages (the folds file does not change with it).
+    leave_out: str | None = None
 
     def validate(self) -> None:
         if self.holdout >= self.k:

@@ -32,6 +32,21 @@ class AugmentParams:
 
 
 @dataclass
+class CutoutParams:
+    """Seed 004's dropouts, as probabilities per training crop (0: off; frame models only).
+
+    ``landmarks``: remove the eyes, the nose or the mouth along the 5 landmarks (seed 004: 0.7);
+    otherwise ``half_face``: black out half of the face region (seed 004: 0.2); then ``diff``: black
+    out a half or a quadrant pair, on a fake only where its SSIM diff mask stays visible (seed 004:
+    0.6 to 0.8). The landmarks and the diff mask follow every geometric augmentation.
+    """
+
+    landmarks: float = rng(ge=0, le=1, default=0.0)
+    half_face: float = rng(ge=0, le=1, default=0.0)
+    diff: float = rng(ge=0, le=1, default=0.0)
+
+
+@dataclass
 class ModelParams:
     """One model of the ensemble: `train.models.<key>` (or `train.stacked.<key>`)."""
 
@@ -54,6 +69,10 @@ class ModelParams:
     cutmix: float = rng(ge=0, le=1, default=0.0)  # share of batches CutMix'ed (3D cuboids for clip models; seed 000)
     cutmix_alpha: float = rng(gt=0, default=1.0)  # the kept share ~ Beta(alpha, alpha)
     codec_augment: float = rng(ge=0, le=1, default=0.0)  # clip models: share of clips re-encoded (seed 001)
+    cutout: CutoutParams = field(default_factory=CutoutParams)
+    # the fakes it learns from: the dataset's, self-blended pseudo-fakes made from its real crops
+    # (Shiohara and Yamasaki 2022), or both (frame models only)
+    fakes: Literal["dataset", "self_blended", "both"] = "dataset"
     seed: int = 0
     workers: int = rng(ge=0, default=0)
 

@@ -73,8 +73,16 @@ def isotropic_resize(
     return out
 
 
-class IsotropicResize(A.ImageOnlyTransform):
-    """Albumentations wrapper of :func:`isotropic_resize` (longer side -> ``max_side``)."""
+def _resized_shape(h: int, w: int, max_side: int) -> tuple[int, int]:
+    scale = max_side / max(h, w)
+    return (max_side, max(1, round(w * scale))) if h >= w else (max(1, round(h * scale)), max_side)
+
+
+class IsotropicResize(A.DualTransform):
+    """Albumentations wrapper of :func:`isotropic_resize` (longer side -> ``max_side``).
+
+    Masks follow with nearest-neighbour interpolation, keypoints by the same scale.
+    """
 
     def __init__(
         self,
@@ -90,6 +98,21 @@ class IsotropicResize(A.ImageOnlyTransform):
 
     def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
         return isotropic_resize(img, self.max_side, self.interpolation_down, self.interpolation_up)
+
+    def apply_to_mask(self, mask: np.ndarray, **params: Any) -> np.ndarray:
+        return isotropic_resize(mask, self.max_side, cv2.INTER_NEAREST, cv2.INTER_NEAREST)
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        h, w = params["shape"][:2]
+        nh, nw = _resized_shape(h, w, self.max_side)
+        return {"scale_x": nw / w, "scale_y": nh / h}
+
+    def apply_to_keypoints(self, keypoints: np.ndarray, scale_x: float = 1.0, scale_y: float = 1.0,
+                           **params: Any) -> np.ndarray:
+        out = keypoints.copy()
+        out[:, 0] *= scale_x
+        out[:, 1] *= scale_y
+        return out
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("max_side", "interpolation_down", "interpolation_up")
@@ -114,6 +137,7 @@ def train_transforms(
     geometric: bool = True,
     seed: int | None = None,
     paired: bool = False,
+    keypoints: bool = False,
 ) -> A.Compose:
     """DFDC 1st-place training augmentations; uint8 RGB (H, W, 3) in, (size, size, 3) out.
 
@@ -124,6 +148,10 @@ def train_transforms(
     ``seed`` fixes the Compose's random state: two pipelines built with the same seed give the
     same sequence of outputs. (:class:`dfdc.data.frames.ShardDataset` reseeds it per DataLoader
     worker, so that workers do not repeat each other.)
+
+    ``paired`` adds an ``image2`` target augmented exactly like ``image`` (aligned mixup);
+    ``keypoints`` takes ``keypoints`` (xy, e.g. the 5 landmarks), moved by every geometric step and
+    never dropped, and a ``mask`` (e.g. a difference mask) follows the geometry too.
     """
     size = _check_size(size)
     t: list[A.BasicTransform | A.BaseCompose] = []
@@ -162,7 +190,8 @@ def train_transforms(
                 p=0.5,
             )
         )
-    return A.Compose(t, seed=seed, additional_targets={"image2": "image"} if paired else None)
+    kp = A.KeypointParams(format="xy", remove_invisible=False) if keypoints else None
+    return A.Compose(t, seed=seed, additional_targets={"image2": "image"} if paired else None, keypoint_params=kp)
 
 
 def val_transforms(size: int) -> A.Compose:

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import Dataset, get_worker_info
 
+from dfdc.data.faceparts import valid_landmarks
+from dfdc.data.sbi import self_blend
 from dfdc.store import ShardReader, decode_png
 
 Transform = Callable[..., dict[str, Any]]
@@ -74,6 +76,16 @@ class ShardDataset(Dataset):
             self.transform.set_random_seed(int(info.seed) % 2**32)
 
 
+LANDMARKS = [f"l{a}{i}" for i in range(5) for a in ("x", "y")]  # crops-table columns, crop pixel coordinates
+
+
+def table_landmarks(table: pd.DataFrame) -> np.ndarray | None:
+    """The ``(N, 5, 2)`` landmarks of a crops table (NaN where a crop has none), or None without the columns."""
+    if not set(LANDMARKS) <= set(table.columns):
+        return None
+    return table[LANDMARKS].to_numpy(dtype=np.float64).reshape(-1, 5, 2)
+
+
 class FrameDataset(ShardDataset):
     """Row ``i`` of a crops table -> ``{"x": uint8 (H, W, 3), "y": label, "idx": i}``.
 
@@ -83,10 +95,19 @@ class FrameDataset(ShardDataset):
     :func:`dfdc.data.sampling.aligned_pairs`); the item then carries ``aligned``, the
     original's crop at the same place, augmented exactly like ``x`` (the transform
     must accept ``image2``).
+
+    ``cutout`` (:class:`dfdc.data.faceparts.Cutout`) blacks out face parts after the
+    transform, at the landmarks the transform moved (it must take ``keypoints`` and
+    ``mask``); a fake's SSIM difference mask comes from ``diffs`` (its key -> shard
+    in ``diffs_dir``). Rows whose ``self_blend`` column is true are real crops turned
+    into self-blended pseudo-fakes (:func:`dfdc.data.sbi.self_blend`) before the
+    transform; their label must be 1. Draws of both are seeded by the epoch's seed
+    (:meth:`set_random_seed`) and the row, so a resumed run repeats them.
     """
 
     def __init__(self, table: pd.DataFrame, directory: str | Path, transform: Transform | None,
-                 aligned: bool = False) -> None:
+                 aligned: bool = False, cutout: Any = None, diffs: dict[str, str] | None = None,
+                 diffs_dir: str | Path | None = None, margin: float = 0.3) -> None:
         if aligned:
             self.REQUIRED_COLUMNS = (*self.REQUIRED_COLUMNS, "orig_shard", "orig_key")
         super().__init__(table, directory, transform)
@@ -94,21 +115,69 @@ class FrameDataset(ShardDataset):
         if aligned:
             self.orig_shards = table["orig_shard"].astype(str).to_numpy()
             self.orig_keys = table["orig_key"].astype(str).to_numpy()
+        self.cutout = cutout if cutout is not None and cutout.active else None
+        self.blend = table["self_blend"].to_numpy(dtype=bool) if "self_blend" in table.columns else None
+        if self.blend is not None and (self.labels[self.blend] != 1).any():
+            raise ValueError("self-blended rows are pseudo-fakes: their label must be 1")
+        self.landmarks = table_landmarks(table) if (self.cutout is not None or self.blend is not None) else None
+        if self.cutout is not None and self.cutout.needs_landmarks and self.landmarks is None:
+            raise ValueError(f"cutout of face parts needs the landmark columns {LANDMARKS[0]}..{LANDMARKS[-1]}")
+        if self.cutout is not None and self.cutout.diff > 0 and (diffs is None or diffs_dir is None):
+            raise ValueError("the diff-guided cutout needs the SSIM diff masks (diffs and diffs_dir)")
+        self.diffs = diffs or {}
+        self.diffs_dir = None if diffs_dir is None else Path(diffs_dir)
+        self.margin = float(margin)
+        self._epoch_seed = 0
+
+    def set_random_seed(self, seed: int) -> None:
+        """Seed the coming epoch's augmentation, cutout and self-blend draws."""
+        self._epoch_seed = int(seed)
+        if hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(seed % 2**32)
+
+    def _diff(self, key: str) -> np.ndarray | None:
+        shard = self.diffs.get(key)
+        if not shard:
+            return None
+        pid = -os.getpid()  # the diff masks' reader, beside the crops' under os.getpid()
+        reader = self._readers.get(pid)
+        if reader is None:
+            reader = self._readers[pid] = ShardReader(self.diffs_dir)
+        return decode_png(reader.get(shard, key))
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         i = self._index(i)
         image = self.read(self.shards[i], self.keys[i])
         item: dict[str, Any] = {"y": float(self.labels[i]), "idx": i}
+        rng = np.random.default_rng([self._epoch_seed, i]) if (self.cutout or self.blend is not None) else None
+        landmarks = None if self.landmarks is None else self.landmarks[i]
+        if self.blend is not None and self.blend[i]:
+            image, _ = self_blend(image, landmarks, rng, self.margin)
+        targets: dict[str, Any] = {"image": image}
         if self.aligned:
-            original = self.read(self.orig_shards[i], self.orig_keys[i])
-            if self.transform is not None:
-                self._reseed_in_worker()
-                out = self.transform(image=image, image2=original)
-                image, original = out["image"], out["image2"]
-            item["aligned"] = np.ascontiguousarray(original)
-        elif self.transform is not None:
+            targets["image2"] = self.read(self.orig_shards[i], self.orig_keys[i])
+        diff = None
+        if self.cutout is not None:
+            diff = self._diff(self.keys[i]) if self.cutout.diff > 0 and self.labels[i] == 1 else None
+            has_lm = valid_landmarks(landmarks)
+            targets["keypoints"] = landmarks if has_lm else np.zeros((5, 2))
+            targets["mask"] = diff if diff is not None and diff.shape == image.shape[:2] else \
+                np.zeros(image.shape[:2], np.uint8)
+        if self.transform is not None:
             self._reseed_in_worker()
-            image = self.transform(image=image)["image"]
+            out = self.transform(**targets)
+        else:
+            out = targets
+        image = out["image"]
+        if self.cutout is not None:
+            moved = np.asarray(out["keypoints"], dtype=np.float64)[:, :2] if has_lm else None
+            drop = self.cutout.drop_mask(image, moved, out["mask"] if diff is not None else None,
+                                         self.labels[i] == 1, rng)
+            image = np.where(drop[..., None], 0, image).astype(image.dtype)
+            if self.aligned:
+                out["image2"] = np.where(drop[..., None], 0, out["image2"]).astype(image.dtype)
+        if self.aligned:
+            item["aligned"] = np.ascontiguousarray(out["image2"])
         item["x"] = np.ascontiguousarray(image)
         return item
 

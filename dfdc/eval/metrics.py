@@ -115,11 +115,14 @@ def with_ci(y: ArrayLike, p: ArrayLike, groups: Sequence | None = None, *, n_boo
     return {**binary_metrics(y, p), **bootstrap_ci(y, p, groups, n_boot=n_boot, seed=seed)}
 
 
-def per_method(table: pd.DataFrame, columns: Mapping[str, str]) -> dict[str, dict[str, dict]]:
+def per_method(table: pd.DataFrame, columns: Mapping[str, str], *, n_boot: int = 0,
+               groups: str | None = None, seed: int = 0) -> dict[str, dict[str, dict]]:
     """Metrics of each manipulation method: its fakes against every real, per scored column.
 
     ``table`` has ``label``, ``method`` (empty or NaN for reals) and the columns
-    of ``columns`` (name -> probability column). Returns {method: {name: metrics}}.
+    of ``columns`` (name -> probability column). With ``n_boot`` > 0 each entry also
+    has the bootstrap intervals (:func:`with_ci`), resampling the values of column
+    ``groups`` (e.g. each video's original) whole. Returns {method: {name: metrics}}.
     """
     reals = table[table["label"] == 0]
     methods = table.loc[table["label"] == 1, "method"].fillna("").replace("", "unknown")
@@ -127,7 +130,12 @@ def per_method(table: pd.DataFrame, columns: Mapping[str, str]) -> dict[str, dic
     for method in sorted(methods.unique()):
         fakes = table.loc[methods.index[methods == method]]
         part = pd.concat([reals, fakes])
-        out[method] = {name: binary_metrics(part["label"], part[col]) for name, col in columns.items()}
+        if n_boot > 0:
+            keys = part[groups].tolist() if groups else None
+            out[method] = {name: with_ci(part["label"], part[col], keys, n_boot=n_boot, seed=seed)
+                           for name, col in columns.items()}
+        else:
+            out[method] = {name: binary_metrics(part["label"], part[col]) for name, col in columns.items()}
     return out
 
 

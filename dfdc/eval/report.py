@@ -50,14 +50,19 @@ def _frame_table(frames: Mapping[str, pd.DataFrame], videos: pd.Series,
     return out.reset_index(drop=True), own
 
 
-def _breakdowns(table: pd.DataFrame, info: pd.DataFrame | None, columns: dict[str, str]) -> dict[str, dict]:
+def _breakdowns(table: pd.DataFrame, info: pd.DataFrame | None, columns: dict[str, str],
+                groups: Mapping[str, str] | None = None, n_boot: int = 0, seed: int = 0) -> dict[str, dict]:
     if info is None:
         return {}
     keep = [c for c in ("method", "dataset") if c in info.columns]
     t = table.merge(info[["video", *keep]].drop_duplicates("video"), on="video", how="left")
     out = {}
     if "method" in keep:
-        out["by_method"] = per_method(t, columns)
+        if groups is not None and n_boot > 0:
+            t = t.assign(_group=[groups.get(v, v) for v in t["video"].astype(str)])
+            out["by_method"] = per_method(t, columns, n_boot=n_boot, groups="_group", seed=seed)
+        else:
+            out["by_method"] = per_method(t, columns)
     if "dataset" in keep:
         out["by_dataset"] = per_group(t, "dataset", columns)
     return out
@@ -211,7 +216,7 @@ def evaluate(
                      "cross_fitted": method == "fitted", **summary_extra}
     doc["calibration"] = calibration
 
-    video_parts, frame_parts = _breakdowns(ens, info, columns), {}
+    video_parts, frame_parts = _breakdowns(ens, info, columns, groups, n_boot, seed), {}
     if frames:  # raw crop (window) scores: a video-level temperature does not apply to them
         ft, own = _frame_table(frames, ens["video"], doc[ENSEMBLE]["weights"])
         doc["frame"], frame_parts = {}, {}
@@ -285,6 +290,13 @@ def format_metrics_table(doc: Mapping, degraded: Mapping | None = None) -> str:
         body = [[group, *(f"{_cell(v['video'][n]['auc'])} / {_cell(v['video'][n]['log_loss'])}" for n in names),
                  _cell(v["video"][names[-1]]["n"], "n")] for group, v in part.items()]
         out += ["", f"{title}: video auc / log loss", *_grid([key.removeprefix("by_"), *names, "n"], body)]
+    left = doc.get("leave_out")
+    if left and left.get("video"):
+        body = [[n, _ci(m, "log_loss"), _ci(m, "auc"), f"{m.get('n_real')} / {m.get('n_fake')}"]
+                for n, m in left["video"].items()]
+        out += ["", f"left-out manipulation {left['method']!r} (no model trained on it or chose an epoch by it): "
+                "its holdout fakes against every holdout real",
+                *_grid(["model", "log_loss [95% CI]", "auc [95% CI]", "real / fake videos"], body)]
     if degraded:
         drows = {**degraded.get("models", {}), ENSEMBLE: degraded.get(ENSEMBLE, {})}
         body = [[n, _cell(m.get("log_loss")), _cell(drows.get(n, {}).get("log_loss")), _cell(m.get("auc")),

@@ -7,14 +7,20 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from dfdc.folds import unseen_videos
 from dfdc.inference.aggregate import Rule, aggregate_tracks, for_input, video_scores
 from dfdc.inference.scorer import ScoringModel, score_table
 
 
-def holdout_videos(folds: pd.DataFrame, holdout: int) -> pd.DataFrame:
-    """The labelled videos of fold ``holdout``: video, label, fold, original."""
+def holdout_videos(folds: pd.DataFrame, holdout: int, leave_out: str | None = None) -> pd.DataFrame:
+    """The labelled videos of fold ``holdout``: video, label, fold, original.
+
+    ``leave_out``: without the fakes of that manipulation (model selection must not look at them).
+    """
     cols = [c for c in ("video", "label", "fold", "original") if c in folds.columns]
-    return folds[(folds["fold"] == holdout) & folds["label"].isin([0, 1])][cols]
+    keep = (folds["fold"] == holdout) & folds["label"].isin([0, 1]) & ~folds["video"].isin(
+        unseen_videos(folds, leave_out))
+    return folds[keep][cols]
 
 
 def score_holdout(model: ScoringModel, inputs: pd.DataFrame, videos: pd.DataFrame, directory: str | Path, *,

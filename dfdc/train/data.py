@@ -15,14 +15,23 @@ from dfdc.config.train import ModelParams
 from dfdc.data.augment import train_transforms
 from dfdc.data.batch import collate
 from dfdc.data.clips import ClipDataset
+from dfdc.data.faceparts import Cutout
 from dfdc.data.frames import FrameDataset
 from dfdc.data.sampling import aligned_pairs, balanced_indices
+from dfdc.folds import unseen_videos
 from dfdc.models import ModelSpec
 
 
-def split_by_fold(table: pd.DataFrame, folds: pd.DataFrame, holdout: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(training rows, holdout rows) of a crops or clips table, by the video's fold."""
+def split_by_fold(table: pd.DataFrame, folds: pd.DataFrame, holdout: int,
+                  leave_out: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training rows, holdout rows) of a crops or clips table, by the video's fold.
+
+    The fakes of manipulation ``leave_out`` are in neither (:func:`dfdc.folds.unseen_videos`): neither
+    training nor model selection sees them.
+    """
     t = table.merge(folds[["video", "fold"]], on="video", how="inner")
+    if leave_out is not None:
+        t = t[~t["video"].isin(unseen_videos(folds, leave_out))]
     return t[t["fold"] != holdout].reset_index(drop=True), t[t["fold"] == holdout].reset_index(drop=True)
 
 
@@ -66,10 +75,31 @@ class TrainData:
                           num_workers=self.workers, drop_last=False, persistent_workers=False)
 
 
+def self_blended_rows(train: pd.DataFrame, fakes: str) -> pd.DataFrame:
+    """The training rows for ``fakes``: ``dataset`` (as they are), ``self_blended`` (the real rows and a
+    pseudo-fake of each, label 1 with ``self_blend`` set) or ``both`` (all rows and the pseudo-fakes)."""
+    if fakes == "dataset":
+        return train
+    reals = train[train["label"] == 0]
+    if len(reals) == 0:
+        raise ValueError(f"fakes: {fakes}: self-blended images are made from real crops; the training rows "
+                         "hold none")
+    kept = reals if fakes == "self_blended" else train
+    pseudo = reals.assign(label=1, self_blend=True)
+    return pd.concat([kept.assign(self_blend=False), pseudo], ignore_index=True)
+
+
 def build_train_data(p: ModelParams, spec: ModelSpec, table: pd.DataFrame, folds: pd.DataFrame,
-                     directory: str | Path, holdout: int) -> TrainData:
-    """Split ``table`` (crops, or clips for a clip model) by fold and build the dataset the spec eats."""
-    train, val = split_by_fold(table, folds, holdout)
+                     directory: str | Path, holdout: int, *, leave_out: str | None = None,
+                     diffs: pd.DataFrame | None = None, diffs_dir: str | Path | None = None,
+                     margin: float = 0.3) -> TrainData:
+    """Split ``table`` (crops, or clips for a clip model) by fold and build the dataset the spec eats.
+
+    ``leave_out``: a manipulation kept out of training and validation (:func:`split_by_fold`).
+    ``diffs`` (the diffs table: key, shard, ok) and ``diffs_dir`` serve the diff-guided cutout;
+    ``margin`` is the crops' margin (the self-blend mask of a crop without landmarks).
+    """
+    train, val = split_by_fold(table, folds, holdout, leave_out)
     for part, rows in (("training", train), ("holdout", val)):
         if len(rows) == 0:
             raise ValueError(f"no {part} rows: the inputs table and the folds (holdout fold {holdout}) "
@@ -85,7 +115,21 @@ def build_train_data(p: ModelParams, spec: ModelSpec, table: pd.DataFrame, folds
         if wrong:
             raise ValueError(f"the model eats clips of {spec.clip_len} crops, but the clips table holds clips of "
                              f"{wrong} crops")
-    augment = train_transforms(spec.size, seed=p.seed, paired=p.aligned_mixup, **dataclasses.asdict(p.augment))
+    cutout = Cutout(**dataclasses.asdict(p.cutout))
+    if spec.input == "clip" and (cutout.active or p.fakes != "dataset"):
+        raise ValueError("cutout and fakes (self-blended images) work on face crops; they are for frame models "
+                         "only")
+    if p.aligned_mixup and p.fakes != "dataset":
+        raise ValueError(f"aligned_mixup pairs each fake with its original's crop; fakes: {p.fakes} adds "
+                         "pseudo-fakes that have none: use one of the two")
+    diff_shards = None
+    if cutout.diff > 0:
+        if diffs is None or diffs_dir is None:
+            raise ValueError("cutout.diff needs the SSIM diff masks: pass the diffs table and its shards")
+        ok = diffs[diffs["ok"].astype(bool)]
+        diff_shards = dict(zip(ok["key"].astype(str), ok["shard"].astype(str)))
+    augment = train_transforms(spec.size, seed=p.seed, paired=p.aligned_mixup, keypoints=cutout.active,
+                               **dataclasses.asdict(p.augment))
     if spec.input == "clip":
         if p.aligned_mixup:
             raise ValueError("aligned_mixup pairs face crops; it is not available for clip models")
@@ -94,9 +138,12 @@ def build_train_data(p: ModelParams, spec: ModelSpec, table: pd.DataFrame, folds
         train = aligned_pairs(train)
         if len(train) == 0:
             raise ValueError("aligned_mixup: no fake crop has its original's crop in the training folds")
-        dataset = FrameDataset(train, directory, augment, aligned=True)
+        dataset = FrameDataset(train, directory, augment, aligned=True, cutout=cutout, diffs=diff_shards,
+                               diffs_dir=diffs_dir, margin=margin)
     else:
-        dataset = FrameDataset(train, directory, augment)
+        train = self_blended_rows(train, p.fakes)
+        dataset = FrameDataset(train, directory, augment, cutout=cutout, diffs=diff_shards, diffs_dir=diffs_dir,
+                               margin=margin)
     return TrainData(dataset, train, val, p.aligned_mixup, p.batch_size, p.workers, n_train)
 
 

@@ -68,9 +68,11 @@ def build_model(p: ModelParams, backbone: checkpoint.Checkpoint | None = None,
 
 
 def validate(model: DeepfakeModel, name: str, data: TrainData, folds: pd.DataFrame, holdout: int,
-             directory: str | Path, scoring: PredictParams, device: torch.device) -> dict[str, Any]:
-    """Video-level holdout metrics, scored and aggregated as `predict@MODEL` scores them."""
-    videos = holdout_videos(folds, holdout)
+             directory: str | Path, scoring: PredictParams, device: torch.device,
+             leave_out: str | None = None) -> dict[str, Any]:
+    """Video-level holdout metrics, scored and aggregated as `predict@MODEL` scores them (without the fakes
+    of a left-out manipulation)."""
+    videos = holdout_videos(folds, holdout, leave_out)
     scored, _, _ = score_holdout(ScoringModel(name, model), data.val, videos, directory, strategy=scoring.strategy,
                                  tta=scoring.tta, batch_size=scoring.batch_size, device=device,
                                  levels=scoring.thresholds.levels, splits=scoring.thresholds.splits)
@@ -141,6 +143,9 @@ def train_model(
     backbone: checkpoint.Checkpoint | None = None,
     live_dir: str | Path | None = None,
     progress: bool = True,
+    leave_out: str | None = None,
+    diffs: pd.DataFrame | None = None,
+    diffs_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train model ``name`` with params ``p``; returns the best epoch's validation metrics and the history.
 
@@ -148,7 +153,9 @@ def train_model(
     ``inputs_dir``. ``scoring`` is how the holdout is scored (the `predict` section).
     ``preprocess`` (the detect/crops settings of the crops) and ``data_info`` (what the
     data is) are recorded in the checkpoints. ``backbone`` is another model's checkpoint
-    whose backbone this one starts from.
+    whose backbone this one starts from. ``leave_out`` is a manipulation that neither training
+    nor model selection sees (`folds.leave_out`); ``diffs``/``diffs_dir`` (the diffs table and
+    shards) serve the diff-guided cutout.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -159,7 +166,9 @@ def train_model(
     resolved = dataclasses.asdict(p)
 
     model = build_model(p, backbone, clip_shape(inputs)).to(dev)
-    data = build_train_data(p, model.spec, inputs, folds, inputs_dir, holdout)
+    margin = float(((preprocess or {}).get("crops") or {}).get("margin", 0.3))
+    data = build_train_data(p, model.spec, inputs, folds, inputs_dir, holdout, leave_out=leave_out, diffs=diffs,
+                            diffs_dir=diffs_dir, margin=margin)
     mixes: list = [AlignedMixup()] if p.aligned_mixup else []
     if p.cutmix > 0:
         mixes.append(CutMix(alpha=p.cutmix_alpha, p=p.cutmix))
@@ -190,7 +199,8 @@ def train_model(
             except NaNLossError as e:
                 raise NaNLossError(f"{name}: {e}") from None
             bar.set_postfix(loss=f"{np.mean(losses):.4f}")
-        val = validate(model, name, data, folds, holdout, inputs_dir, scoring, dev)
+        model.end_epoch(epoch)
+        val = validate(model, name, data, folds, holdout, inputs_dir, scoring, dev, leave_out)
         row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "lr": float(opt.param_groups[-1]["lr"]),
                **{f"val_{k}": float(v) for k, v in val.items() if isinstance(v, float)}}
         history.append(row)

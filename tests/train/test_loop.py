@@ -1,4 +1,5 @@
 """A tiny end-to-end train -> predict -> evaluate run, resume and NaN handling."""
+import dataclasses
 import os
 import shutil
 
@@ -244,3 +245,39 @@ def test_a_finished_run_trains_anew_only_under_other_code(tiny_prep, tmp_path, m
     monkeypatch.setattr(loop, "code_fingerprint", lambda: "edited")
     loop.train_model("c", p, *args, tmp_path / "m", progress=False)
     assert calls["n"] > 0  # DVC reran the stage after a code change: it trains, it does not replay the old run
+
+
+def test_generalisation_switches_train_together(tiny_prep, tmp_path):
+    """Seed 004's cutouts (with the real SSIM diff masks), self-blended pseudo-fakes beside the dataset's
+    fakes and a left-out manipulation: one epoch trains, and the left-out fakes reach neither side."""
+    from dfdc.config.train import CutoutParams
+    from dfdc.folds import unseen_videos, with_methods
+    from dfdc.preprocess.diffs import diff_crops
+    from dfdc.train.data import build_train_data
+
+    folds = with_methods(tiny_prep["folds"], tiny_prep["index"])
+    method = sorted(folds["method"].dropna().unique())[0]
+    diffs = diff_crops(tiny_prep["crops"], tiny_prep["crops_dir"], tmp_path / "diffs", workers=1, progress=False)
+    assert diffs["ok"].any()
+    p = tiny_params(epochs=1, fakes="both", cutout=CutoutParams(landmarks=0.7, half_face=0.2, diff=0.8))
+    spec = loop.build_model(p).spec
+    data = build_train_data(p, spec, tiny_prep["crops"], folds, tiny_prep["crops_dir"], 0, leave_out=method,
+                            diffs=diffs, diffs_dir=tmp_path / "diffs")
+    unseen = unseen_videos(folds, method)
+    assert unseen and not (set(data.table["video"]) | set(data.val["video"])) & unseen
+    assert data.table["self_blend"].sum() == (data.table["label"] == 0).sum()  # one pseudo-fake per real crop
+    data.reseed(0)
+    items = [data.dataset[i] for i in range(len(data.table))]
+    blacked = [float((it["x"] == 0).all(-1).mean()) for it in items]
+    assert max(blacked) > 0.05  # some crop really lost a part
+    result = loop.train_model("gen", p, tiny_prep["crops"], folds, tiny_prep["crops_dir"], tmp_path / "gen",
+                              preprocess=tiny_prep["preprocess"], progress=False, leave_out=method, diffs=diffs,
+                              diffs_dir=tmp_path / "diffs")
+    assert np.isfinite(result["history"][0]["train_loss"]) and np.isfinite(result["best"]["val_log_loss"])
+    clip_spec = dataclasses.replace(spec, input="clip", clip_len=2)
+    with pytest.raises(ValueError, match="frame models only"):
+        build_train_data(tiny_params(fakes="self_blended"), clip_spec, tiny_prep["crops"].assign(frames=2), folds,
+                         tiny_prep["crops_dir"], 0)
+    with pytest.raises(ValueError, match="use one of the two"):
+        build_train_data(tiny_params(fakes="both", aligned_mixup=True), spec, tiny_prep["crops"], folds,
+                         tiny_prep["crops_dir"], 0)
