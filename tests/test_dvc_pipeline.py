@@ -17,7 +17,7 @@ detect: {every: 5, min_track: 2, workers: 1}
 crops: {margin: 0.3, workers: 1}
 diffs: {workers: 1}
 clips: {window: 4, stride: 1, per_track: 1, size: 32, workers: 1}
-folds: {k: 2, holdout: 0, leave_out: null}
+folds: {k: 2, holdout: 0, group: auto, seed: 0, leave_out: null}
 train:
   device: cpu
   models:
@@ -102,8 +102,8 @@ def test_preprocessing_dag_reruns_only_what_changed(tmp_path):
         (repo / "params.yaml").write_text(yaml.safe_dump(params))
         status = dvc("status").stdout
         assert {s.rstrip(":") for s in status.split() if s.rstrip(":") in ALL} == trains | {"evaluate"}, status
-        dry = ran(dvc("repro", "--dry"))
-        assert trains | {"evaluate"} <= dry and not dry & {*PREP, "degrade", "crops_degraded", "clips_degraded"}
+    dry = ran(dvc("repro", "--dry"))
+    assert trains | {"evaluate"} <= dry and not dry & {*PREP, "degrade", "crops_degraded", "clips_degraded"}
     git("checkout", "params.yaml")
 
     exp = dvc("exp", "run", "-S", "train.stacked.b.lr=0.05")  # nothing reads b but its stages and evaluate
