@@ -211,7 +211,7 @@ def bench_clips(root: str | Path, clips: ClipsParams | None = None, detect: Dete
         (table, status), t = _timed(clip_videos, index, faces, Path(tmp) / "c", window=clips.window,
                                     stride=clips.stride, per_track=clips.per_track, size=clips.size,
                                     margin=clips.margin, codec=clips.codec, crf=clips.crf, workers=workers,
-                                    shard_size=clips.shard_size, progress=False)
+                                    chunk=clips.chunk, progress=False)
         size = sum(f.stat().st_size for f in (Path(tmp) / "c").iterdir())
     return {"dataset": str(root), "videos": n, "clips": len(table), "window": clips.window, "stride": clips.stride,
             "size": clips.size, "codec": clips.codec, "floor_s": floor / n, "clips_s": t / n,

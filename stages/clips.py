@@ -6,8 +6,8 @@ import argparse
 import pandas as pd
 
 from dfdc.config.clips import ClipsParams
-from dfdc.preprocess.clips import clip_videos
-from dfdc.store import atomic_path, read_meta, write_parquet
+from dfdc.preprocess.clips import clip_chunked
+from dfdc.store import read_meta, write_parquet
 
 
 def main() -> None:
@@ -20,11 +20,9 @@ def main() -> None:
     ap.add_argument("--status", default="data/clips_status.parquet")
     args = ap.parse_args()
     p = ClipsParams.load(args.params)
-    with atomic_path(args.out_dir, is_dir=True) as tmp:
-        clips, status = clip_videos(pd.read_parquet(args.index), pd.read_parquet(args.faces), tmp,
-                                    window=p.window, stride=p.stride, per_track=p.per_track, size=p.size,
-                                    margin=p.margin, codec=p.codec, crf=p.crf, workers=p.workers,
-                                    shard_size=p.shard_size)
+    clips, status, run = clip_chunked(pd.read_parquet(args.index), pd.read_parquet(args.faces), args.out_dir,
+                                      window=p.window, stride=p.stride, per_track=p.per_track, size=p.size,
+                                      margin=p.margin, codec=p.codec, crf=p.crf, workers=p.workers, chunk=p.chunk)
     meta = {"detect": read_meta(args.faces).get("detect"), "clips": p.provenance(),
             "data": read_meta(args.index).get("data")}
     write_parquet(clips, args.out, meta=meta)
@@ -32,7 +30,7 @@ def main() -> None:
     print(f"clips: {len(clips)} clips of {p.window} frames from {int(status['ok'].sum())} of {len(status)} videos; "
           f"{int(status['short_tracks'].sum())} tracks shorter than a window, "
           f"{int(status['edge_clips'].sum())} clips reach past the frame edge, "
-          f"{int(status['error'].str.startswith('shorter').sum())} fakes shorter than their original")
+          f"{int(status['error'].str.startswith('shorter').sum())} fakes shorter than their original; {run}")
 
 
 if __name__ == "__main__":

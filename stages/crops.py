@@ -6,8 +6,8 @@ import argparse
 import pandas as pd
 
 from dfdc.config.crops import CropsParams
-from dfdc.preprocess.crops import crop_videos
-from dfdc.store import atomic_path, read_meta, write_parquet
+from dfdc.preprocess.crops import crop_chunked
+from dfdc.store import read_meta, write_parquet
 
 
 def main() -> None:
@@ -20,9 +20,8 @@ def main() -> None:
     ap.add_argument("--status", default="data/crops_status.parquet")
     args = ap.parse_args()
     p = CropsParams.load(args.params)
-    with atomic_path(args.out_dir, is_dir=True) as tmp:
-        crops, status = crop_videos(pd.read_parquet(args.index), pd.read_parquet(args.faces), tmp,
-                                    margin=p.margin, workers=p.workers, shard_size=p.shard_size)
+    crops, status, run = crop_chunked(pd.read_parquet(args.index), pd.read_parquet(args.faces), args.out_dir,
+                                      margin=p.margin, workers=p.workers, chunk=p.chunk)
     faces_meta = read_meta(args.faces)
     # what cut these crops travels with them, into every checkpoint trained on them
     meta = {"detect": faces_meta.get("detect"), "crops": p.provenance(), "data": read_meta(args.index).get("data")}
@@ -31,7 +30,7 @@ def main() -> None:
     orphan = int(status["error"].eq("original has no faces").sum())
     print(f"crops: {len(crops)} crops from {int(status['ok'].sum())} of {len(status)} videos; "
           f"{orphan} fakes got no crops because their original has no face; "
-          f"{int(status['error'].str.startswith('shorter').sum())} shorter than their original")
+          f"{int(status['error'].str.startswith('shorter').sum())} shorter than their original; {run}")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ import argparse
 import pandas as pd
 
 from dfdc.config.diffs import DiffsParams
-from dfdc.preprocess.diffs import diff_crops
-from dfdc.store import atomic_path, write_parquet
+from dfdc.preprocess.diffs import diff_chunked
+from dfdc.store import write_parquet
 
 
 def main() -> None:
@@ -19,11 +19,10 @@ def main() -> None:
     ap.add_argument("--out", default="data/diffs.parquet")
     args = ap.parse_args()
     p = DiffsParams.load(args.params)
-    with atomic_path(args.out_dir, is_dir=True) as tmp:
-        diffs = diff_crops(pd.read_parquet(args.crops), args.crops_dir, tmp, workers=p.workers)
+    diffs, run = diff_chunked(pd.read_parquet(args.crops), args.crops_dir, args.out_dir, workers=p.workers)
     write_parquet(diffs, args.out)
     print(f"diffs: {int(diffs['ok'].sum())} masks, {int((~diffs['ok']).sum())} fake crops without a usable "
-          f"original crop; mean difference {diffs['mean'].mean():.3f}")
+          f"original crop; mean difference {diffs['mean'].mean():.3f}; {run}")
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ def tiny_prep(tiny_sample, detector, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("prep")
     index = build_index(tiny_sample, progress=False)
     faces, _ = detect_videos(index, detector, every=5, min_track=2, workers=1, progress=False)
-    crops, _ = crop_videos(index, faces, out / "crops", workers=1, shard_size=16, progress=False)
+    crops, _ = crop_videos(index, faces, out / "crops", workers=1, progress=False)
     folds = assign_folds(index, k=2, seed=0)
     # what the detect and crops stages record with the crops
     preprocess = {"detect": DetectParams(every=5, min_track=2).provenance(), "crops": {"margin": 0.3}}

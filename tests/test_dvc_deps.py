@@ -1,64 +1,19 @@
 """dvc.yaml's code deps: every stage lists each dfdc module it imports (no more), and each section is its own file."""
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 import yaml
 
+from dfdc import codehash
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _module_file(name: str) -> Path | None:
-    p = REPO.joinpath(*name.split("."))
-    if (p / "__init__.py").is_file():
-        return p / "__init__.py"
-    return p.with_suffix(".py") if p.with_suffix(".py").is_file() else None
-
-
-def _imports(path: Path) -> set[str]:
-    """dfdc modules named by every import statement in ``path``, function-level ones included
-    (``if TYPE_CHECKING:`` blocks excluded: they never run)."""
-    found: set[str] = set()
-
-    class Visitor(ast.NodeVisitor):
-        def visit_If(self, node: ast.If) -> None:
-            t = node.test
-            if getattr(t, "id", None) == "TYPE_CHECKING" or getattr(t, "attr", None) == "TYPE_CHECKING":
-                for child in node.orelse:
-                    self.visit(child)
-                return
-            self.generic_visit(node)
-
-        def visit_Import(self, node: ast.Import) -> None:
-            found.update(a.name for a in node.names if a.name.split(".")[0] == "dfdc")
-
-        def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
-            if node.level == 0 and node.module and node.module.split(".")[0] == "dfdc":
-                found.add(node.module)
-                found.update(f"{node.module}.{a.name}" for a in node.names)  # `from pkg import module`
-
-    Visitor().visit(ast.parse(path.read_text()))
-    return found
 
 
 def imported_files(script: str) -> set[str]:
     """Repo-relative files a script runs: itself and every dfdc module it imports, transitively."""
-    seen: set[Path] = set()
-    todo = [REPO / script]
-    while todo:
-        f = todo.pop()
-        if f in seen:
-            continue
-        seen.add(f)
-        for module in _imports(f):
-            parts = module.split(".")
-            for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__ too
-                mf = _module_file(".".join(parts[:i]))
-                if mf is not None and mf not in seen:
-                    todo.append(mf)
-    return {p.relative_to(REPO).as_posix() for p in seen}
+    return {p.relative_to(REPO).as_posix() for p in codehash.imported_files(REPO / script, root=REPO)}
 
 
 def _stages() -> dict[str, dict]:

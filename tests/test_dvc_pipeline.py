@@ -1,5 +1,6 @@
 """DVC integration in a temporary git repo: what reruns after which change."""
 import json
+import shutil
 import subprocess
 
 import pandas as pd
@@ -8,6 +9,7 @@ import yaml
 
 from conftest import FFPP, make_dvc_repo, user_env, venv_env
 from conftest import dvc as run_dvc
+from dfdc.store import file_sha256
 
 PARAMS = """
 sample: {seed: 1, parts: 2, reals_per_part: 1, fakes_per_real: 1, seconds_min: 0.8, seconds_max: 1.0}
@@ -42,6 +44,16 @@ MODELS = ["train@a", "train_stacked@b", "predict@a", "predict_stacked@b", "degra
 ALL = PREP + MODELS
 
 
+CHUNKED = ["data/detect", "data/crops", "data/diffs", "data/clips"]
+
+
+def _outputs(repo) -> dict[str, str]:
+    """sha256 of every file of the chunked stages' outputs and tables."""
+    files = [f for d in CHUNKED for f in sorted((repo / d).rglob("*")) if f.is_file()]
+    files += [repo / "data" / f"{n}.parquet" for n in ("faces", "crops", "diffs", "clips")]
+    return {f.relative_to(repo).as_posix(): file_sha256(f) for f in files}
+
+
 def ran(out) -> set[str]:
     return {s for s in ALL if f"Running stage '{s}'" in out.stdout}
 
@@ -63,6 +75,23 @@ def test_preprocessing_dag_reruns_only_what_changed(tmp_path):
     # bytecode and numba's kernel cache landed inside the hashed code folders; DVC must not see them
     assert list((repo / "dfdc" / "faces").glob("__pycache__/*.pyc")) and list(repo.glob("dfdc/__pycache__/*.nbi"))
     assert "up to date" in dvc("status", *PREP).stdout
+
+    # a new dataset part: each chunked stage processes that part's videos only, and the outputs equal a clean run
+    two = _outputs(repo)
+    (repo / "params.yaml").write_text(PARAMS.replace("parts: 2", "parts: 3"))
+    grown = dvc("repro", *PREP)
+    assert ran(grown) == set(PREP)
+    for stage in ("detect", "crops", "diffs", "clips"):
+        line = next(li for li in grown.stdout.splitlines() if li.startswith(f"{stage}: "))
+        assert "; 1 chunks processed" in line and ", 2 kept" in line, line
+    three = _outputs(repo)
+    for out in CHUNKED:
+        shutil.rmtree(repo / out)
+    assert ran(dvc("repro", *PREP)) == {"detect", "crops", "diffs", "clips"}
+    assert _outputs(repo) == three
+    (repo / "params.yaml").write_text(PARAMS)  # and the part removed again: its chunks go, nothing is redone
+    shrunk = dvc("repro", *PREP)
+    assert shrunk.stdout.count("0 chunks processed") == 4 and _outputs(repo) == two
 
     (repo / "params.yaml").write_text(PARAMS.replace("margin: 0.3", "margin: 0.2"))
     assert ran(dvc("repro", *PREP)) == {"crops", "diffs"}

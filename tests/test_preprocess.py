@@ -23,7 +23,7 @@ def sample_run(tiny_sample, detector, tmp_path_factory):
     index = build_index(tiny_sample, progress=False)
     faces, dstatus = detect_videos(index, detector, every=5, min_track=2, workers=1, progress=False)
     out = tmp_path_factory.mktemp("prep")
-    crops, cstatus = crop_videos(index, faces, out / "crops", workers=1, shard_size=16, progress=False)
+    crops, cstatus = crop_videos(index, faces, out / "crops", workers=1, progress=False)
     diffs = diff_crops(crops, out / "crops", out / "diffs", workers=1, progress=False)
     return dict(index=index, faces=faces, dstatus=dstatus, crops=crops, cstatus=cstatus, diffs=diffs, out=out)
 

@@ -26,8 +26,8 @@ class ClipsParams(Section):
     margin: float = rng(ge=0, default=0.3)
     codec: Literal["mp4", "png"] = "mp4"  # seed 000: lossy MP4 clips generalised better than PNG
     crf: int = rng(ge=0, le=51, default=18)  # x264 CRF of the stored MP4 clips
-    shard_size: int = rng(ge=1, default=64)  # clips per shard
-    workers: int = rng(ge=0, default=2)
+    workers: int = rng(ge=0, default=2)  # processes (0: in the stage's own process)
+    chunk: int = rng(ge=1, default=64)  # originals (each with its fakes) per resumable chunk and shard
 
     def validate(self) -> None:
         if self.codec == "mp4" and self.size % 2:

@@ -28,7 +28,8 @@ class DetectParams(Section):
     min_iou: float = rng(ge=0, le=1, default=0.3)
     batch_size: int = rng(ge=1, default=32)
     device: str = "auto"
-    workers: int = rng(ge=0, default=2)
+    workers: int = rng(ge=0, default=2)  # processes, one MTCNN each (0: in the stage's own process)
+    chunk: int = rng(ge=1, default=256)  # real videos per resumable chunk (within one dataset part)
 
     def validate(self) -> None:
         if len(self.thresholds) != 3 or not all(0 <= t <= 1 for t in self.thresholds):

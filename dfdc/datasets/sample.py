@@ -15,7 +15,7 @@ import math
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -387,10 +387,12 @@ def make_sample(
     two_face_every: int = 4,
     progress: bool = True,
     workers: int = 2,
+    resolutions: Sequence[tuple[int, int]] | None = None,
 ) -> SampleSummary:
     """Write ``out/dfdc_train_part_K/{*.mp4, metadata.json}`` deterministically for ``seed``.
 
-    Every ``two_face_every``-th real video holds two faces. Every random choice
+    Every ``two_face_every``-th real video holds two faces; the real videos take their (width, height) in turn
+    from ``resolutions`` (default: a mix of landscape and portrait sizes up to 854 px). Every random choice
     is drawn first, in order; then ``workers`` threads render and encode the
     scenes, so the files do not depend on ``workers`` (nor, through x264's fixed
     thread count and machine-independent arithmetic, on the machine).
@@ -412,7 +414,8 @@ def make_sample(
             meta: dict[str, dict] = {}
             for r in range(reals_per_part):
                 k = p * reals_per_part + r
-                width, height = RESOLUTIONS[k % len(RESOLUTIONS)]
+                sizes = resolutions or RESOLUTIONS
+                width, height = sizes[k % len(sizes)]
                 two = two_face_every > 0 and k % two_face_every == two_face_every - 1
                 cast = [idents[k % len(idents)]]
                 if two:

@@ -15,6 +15,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -23,7 +24,9 @@ from tqdm import tqdm
 
 from dfdc.data.codec import encode_clip_mp4
 from dfdc.parallel import prefetch_map
-from dfdc.store import ShardWriter, encode_png
+from dfdc.codehash import code_digest
+from dfdc.preprocess.chunks import Chunk, ChunkStore, RunSummary, chunk_tmp, plan_chunks, run_chunks
+from dfdc.store import ShardFile, encode_png, write_parquet
 from dfdc.video import VideoError, iter_frames
 
 log = logging.getLogger("dfdc.preprocess")
@@ -183,7 +186,44 @@ def _clip_one(job_and_params) -> tuple[_Job, list[tuple[dict, np.ndarray]], int,
     return job, out, missing, error
 
 
-def clip_videos(
+def _clip_chunk(chunk: Chunk, directory: Path) -> dict[str, Path]:
+    from dfdc.data.clips import frame_key
+
+    opts = chunk.rows[0]["opts"]
+    shard = f"{chunk.name}.npz"
+    files = {"npz": chunk_tmp(directory, chunk, "npz"), "clips.parquet": chunk_tmp(directory, chunk, "clips.parquet"),
+             "status.parquet": chunk_tmp(directory, chunk, "status.parquet")}
+    jobs = []
+    for unit in chunk.rows:
+        wins, short = plan_windows(unit["boxes"], opts["window"], opts["stride"], opts["per_track"],
+                                   opts["margin"]) if unit["boxes"] is not None else ([], 0)
+        fps = unit["fps"] or 30.0
+        for v in unit["videos"]:
+            error = v["error"] if isinstance(v["error"], str) else ""
+            jobs.append((_Job(v["video"], v["path"], int(v["label"]), unit["source"], bool(v["ok"]), error, wins, short),
+                         opts["window"], opts["stride"], opts["size"], opts["codec"], opts["crf"], fps))
+    rows, status = [], []
+    with ShardFile(files["npz"]) as out:
+        for job, clips, missing, error in prefetch_map(_clip_one, jobs, 1):
+            for meta, data in clips:
+                if opts["codec"] == "mp4":
+                    out.add(meta["key"], np.frombuffer(data, np.uint8))
+                else:
+                    for t, png in enumerate(data):
+                        out.add(frame_key(meta["key"], t), png)
+                meta["shard"] = shard
+                rows.append(meta)
+            if error:
+                log.warning("clips: %s: %s", job.video, error)
+            status.append({"video": job.video, "clips": len(clips), "ok": bool(clips), "error": error,
+                           "short_tracks": job.short, "edge_clips": sum(m["edge"] for m, _ in clips),
+                           "missing_clips": missing})
+    write_parquet(pd.DataFrame(rows, columns=CLIP_COLUMNS), files["clips.parquet"])
+    write_parquet(pd.DataFrame(status, columns=STATUS_COLUMNS), files["status.parquet"])
+    return files
+
+
+def clip_chunked(
     index: pd.DataFrame,
     faces: pd.DataFrame,
     out_dir: str | Path,
@@ -196,49 +236,38 @@ def clip_videos(
     codec: str = "mp4",
     crf: int = 18,
     workers: int = 2,
-    shard_size: int = 64,
+    chunk: int = 64,
     progress: bool = True,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Cut the clips of every REAL and FAKE video at its ORIGINAL's tracks into shards in ``out_dir``.
+) -> tuple[pd.DataFrame, pd.DataFrame, RunSummary]:
+    """Cut the clips of every REAL and FAKE video at its ORIGINAL's tracks into ``out_dir``, resumably: chunks
+    of ``chunk`` originals (with their fakes) per part, one shard ``<chunk>.npz`` and its tables each, in
+    ``workers`` processes. Returns (clips, status, summary).
 
-    Returns (clips, status). MP4 clips are one stored item each (the encoded bytes);
-    PNG clips store frame ``t`` of clip ``key`` under ``f"{key}#{t}"``, all in one shard.
+    MP4 clips are one stored item each (the encoded bytes); PNG clips store frame
+    ``t`` of clip ``key`` under ``f"{key}#{t}"``, all in the chunk's shard.
     """
-    from dfdc.data.clips import frame_key
+    from dfdc.preprocess.columns import FACE_COLUMNS
+    from dfdc.preprocess.crops import source_units, unit_inputs
 
     if codec not in ("mp4", "png"):
         raise ValueError(f"codec must be mp4 or png, got {codec!r}")
-    videos = index[index["label"].isin([0, 1])].copy()
-    videos["source"] = videos["original"].where(videos["label"] == 1, videos["video"])
-    videos = videos.sort_values(["source", "label", "video"])
-    by_source = dict(tuple(faces.groupby("video"))) if len(faces) else {}
-    plans: dict[str, tuple[list[Window], int]] = {}
-    for source in videos["source"].unique():
-        if source in by_source:
-            plans[source] = plan_windows(by_source[source], window, stride, per_track, margin)
-    fps = {r.video: float(r.fps) for r in videos.itertuples()
-           if math.isfinite(float(r.fps)) and float(r.fps) > 0} if "fps" in videos.columns else {}
-    jobs = []
-    for r in videos.itertuples():
-        wins, short = plans.get(r.source, ([], 0))
-        jobs.append((_Job(r.video, r.path, int(r.label), r.source, bool(r.ok), r.error if isinstance(r.error, str) else "", wins, short),
-                     window, stride, size, codec, crf, fps.get(r.source) or 30.0))
-    writer = ShardWriter(out_dir, shard_size if codec == "mp4" else shard_size * window)
-    rows, status = [], []
-    bar = tqdm(total=len(jobs), desc="clips", unit="video", disable=not progress)
-    for job, clips, missing, error in prefetch_map(_clip_one, jobs, workers):
-        bar.update(1)
-        for meta, data in clips:
-            if codec == "mp4":
-                meta["shard"] = writer.add(meta["key"], np.frombuffer(data, np.uint8))
-            else:
-                meta["shard"] = writer.add_group([(frame_key(meta["key"], t), png) for t, png in enumerate(data)])
-            rows.append(meta)
-        if error:
-            log.warning("clips: %s: %s", job.video, error)
-        status.append({"video": job.video, "clips": len(clips), "ok": bool(clips), "error": error,
-                       "short_tracks": job.short, "edge_clips": sum(m["edge"] for m, _ in clips),
-                       "missing_clips": missing})
-    writer.close()
-    bar.close()
-    return pd.DataFrame(rows, columns=CLIP_COLUMNS), pd.DataFrame(status, columns=STATUS_COLUMNS)
+    opts = {"window": window, "stride": stride, "per_track": per_track, "size": size, "margin": margin,
+            "codec": codec, "crf": crf}
+    units = source_units(index, faces)
+    for u in units:
+        u["opts"] = opts
+        fps = [float(v["fps"]) for v in u["videos"] if v["video"] == u["source"] and "fps" in v]
+        u["fps"] = next((f for f in fps if math.isfinite(f) and f > 0), None)
+    plan = plan_chunks(((u["part"], u["source"], u) for u in units), chunk,
+                       lambda us: [unit_inputs(us, FACE_COLUMNS), [u["fps"] for u in us]])
+    store = ChunkStore(out_dir, {"stage": "clips", "params": {**opts, "chunk": chunk},
+                                 "code": code_digest("dfdc.preprocess.clips")})
+    summary = run_chunks(store, plan, _clip_chunk, workers, desc="clips", unit="originals", progress=progress)
+    return store.table(plan, "clips.parquet", CLIP_COLUMNS), store.table(plan, "status.parquet", STATUS_COLUMNS), \
+        summary
+
+
+def clip_videos(index: pd.DataFrame, faces: pd.DataFrame, out_dir: str | Path, **kwargs: Any
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`clip_chunked` without its summary: (clips, status)."""
+    return clip_chunked(index, faces, out_dir, **kwargs)[:2]

@@ -3,18 +3,24 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from dfdc.codehash import code_digest
 from dfdc.faces.crops import crop_box, crop_key, cut
 from dfdc.parallel import prefetch_map
-from dfdc.preprocess.columns import CROP_COLUMNS, LANDMARK_COLUMNS
-from dfdc.store import ShardReader, ShardWriter, decode_png, encode_png
+from dfdc.preprocess.chunks import Chunk, ChunkStore, RunSummary, chunk_tmp, file_identity, plan_chunks, run_chunks
+from dfdc.preprocess.columns import CROP_COLUMNS, FACE_COLUMNS, LANDMARK_COLUMNS
+from dfdc.store import ShardFile, ShardReader, decode_png, encode_png, write_parquet
 from dfdc.video import VideoError, read_frames
 
 log = logging.getLogger("dfdc.preprocess")
+
+STATUS_COLUMNS = ["video", "crops", "ok", "error"]
 
 
 def _crop_one(job) -> tuple[str, list[tuple[dict, np.ndarray]], str]:
@@ -48,39 +54,75 @@ def _crop_one(job) -> tuple[str, list[tuple[dict, np.ndarray]], str]:
     return row.video, out, error
 
 
-def crop_videos(
+def _crop_chunk(chunk: Chunk, directory: Path) -> dict[str, Path]:
+    margin = chunk.rows[0]["margin"] if chunk.rows else 0.3
+    shard = f"{chunk.name}.npz"
+    files = {"npz": chunk_tmp(directory, chunk, "npz"), "crops.parquet": chunk_tmp(directory, chunk, "crops.parquet"),
+             "status.parquet": chunk_tmp(directory, chunk, "status.parquet")}
+    rows, status = [], []
+    jobs = ((SimpleNamespace(**v), unit["source"], unit["boxes"], margin) for unit in chunk.rows for v in unit["videos"])
+    with ShardFile(files["npz"]) as out:
+        for video, crops, error in prefetch_map(_crop_one, jobs, 1):
+            for meta, png in crops:
+                out.add(meta["key"], png)
+                meta["shard"] = shard
+                rows.append(meta)
+            if error:
+                log.warning("crops: %s: %s", video, error)
+            status.append({"video": video, "crops": len(crops), "ok": bool(crops), "error": error})
+    write_parquet(pd.DataFrame(rows, columns=CROP_COLUMNS), files["crops.parquet"])
+    write_parquet(pd.DataFrame(status, columns=STATUS_COLUMNS), files["status.parquet"])
+    return files
+
+
+def source_units(index: pd.DataFrame, faces: pd.DataFrame) -> list[dict]:
+    """Every REAL video with its FAKES (a real is its own original), by original, each with the original's
+    face rows (``boxes``, None without faces); fakes of an original missing from the index form their own unit."""
+    videos = index[index["label"].isin([0, 1])].copy()
+    videos["source"] = videos["original"].where(videos["label"] == 1, videos["video"])
+    videos = videos.sort_values(["source", "label", "video"])
+    by_source = dict(tuple(faces.groupby("video"))) if len(faces) else {}
+    units = []
+    for source, group in videos.groupby("source", sort=True):
+        records = group.to_dict("records")
+        part = next((r.get("part") for r in records if r["label"] == 0), records[0].get("part"))
+        units.append({"source": source, "part": part, "videos": records, "boxes": by_source.get(source)})
+    return units
+
+
+def unit_inputs(units: list[dict], face_columns: list[str]) -> list:
+    """What a chunk of :func:`source_units` reads: each video's file and index state, its original's faces."""
+    return [[u["source"], [[v["video"], *file_identity(v["path"]), v["label"], v["ok"]] for v in u["videos"]],
+             None if u["boxes"] is None else u["boxes"][face_columns].to_numpy().tolist()] for u in units]
+
+
+def crop_chunked(
     index: pd.DataFrame,
     faces: pd.DataFrame,
     out_dir: str | Path,
     margin: float = 0.3,
     workers: int = 2,
-    shard_size: int = 512,
+    chunk: int = 64,
     progress: bool = True,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Cut crops for every REAL and FAKE video at its ORIGINAL's boxes; write PNG shards to ``out_dir``.
+) -> tuple[pd.DataFrame, pd.DataFrame, RunSummary]:
+    """Cut crops for every REAL and FAKE video at its ORIGINAL's boxes into ``out_dir``, resumably: chunks of
+    ``chunk`` originals (with their fakes) per part, one PNG shard ``<chunk>.npz`` and its tables each, in
+    ``workers`` processes. Returns (crops, status, summary)."""
+    units = source_units(index, faces)
+    for u in units:
+        u["margin"] = margin
+    plan = plan_chunks(((u["part"], u["source"], u) for u in units), chunk,
+                       lambda us: unit_inputs(us, FACE_COLUMNS))
+    store = ChunkStore(out_dir, {"stage": "crops", "params": {"margin": margin, "chunk": chunk},
+                                 "code": code_digest("dfdc.preprocess.crops")})
+    summary = run_chunks(store, plan, _crop_chunk, workers, desc="crops", unit="originals", progress=progress)
+    return store.table(plan, "crops.parquet", CROP_COLUMNS), store.table(plan, "status.parquet", STATUS_COLUMNS), summary
 
-    A real video is its own original. Returns (crops, status).
-    """
-    videos = index[index["label"].isin([0, 1])].copy()
-    videos["source"] = videos["original"].where(videos["label"] == 1, videos["video"])
-    videos = videos.sort_values(["source", "label", "video"])
-    by_source = dict(tuple(faces.groupby("video"))) if len(faces) else {}
-    jobs = ((r, r.source, by_source.get(r.source), margin) for r in videos.itertuples())
-    writer = ShardWriter(out_dir, shard_size)
-    rows, status = [], []
-    bar = tqdm(total=len(videos), desc="crops", unit="video", disable=not progress)
-    for video, crops, error in prefetch_map(_crop_one, jobs, workers):
-        bar.update(1)
-        for meta, png in crops:
-            meta["shard"] = writer.add(meta["key"], png)
-            rows.append(meta)
-        if error:
-            log.warning("crops: %s: %s", video, error)
-        status.append({"video": video, "crops": len(crops), "ok": bool(crops), "error": error})
-    writer.close()
-    bar.close()
-    crops = pd.DataFrame(rows, columns=CROP_COLUMNS)
-    return crops, pd.DataFrame(status, columns=["video", "crops", "ok", "error"])
+
+def crop_videos(index: pd.DataFrame, faces: pd.DataFrame, out_dir: str | Path, **kwargs: Any
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`crop_chunked` without its summary: (crops, status)."""
+    return crop_chunked(index, faces, out_dir, **kwargs)[:2]
 
 
 def read_crop(crops_dir: str | Path, shard: str, key: str) -> np.ndarray:
