@@ -1,4 +1,10 @@
-"""DVC stage `train@MODEL` / `train_stacked@MODEL`: train one model entry on every fold but the holdout."""
+"""DVC stage `train@MODEL` / `train_stacked@MODEL`: train one model entry on every fold but the holdout.
+
+An entry with ``nproc`` > 1 relaunches this command under torchrun with that many processes on this
+machine (DDP, one GPU each). Run under torchrun yourself (several machines: torchrun's ``--nnodes``,
+``--node_rank`` and ``--rdzv_*`` flags), the stage sees torchrun's environment, does not relaunch, and
+trains on torchrun's world.
+"""
 from __future__ import annotations
 
 import argparse
@@ -11,10 +17,10 @@ import pandas as pd
 from dfdc.config.base import ParamsError
 from dfdc.config.folds import FoldsParams
 from dfdc.config.predict import PredictParams
-from dfdc.config.train import TrainParams
+from dfdc.config.train import ModelParams, TrainParams
 from dfdc.folds import unseen_videos
 from dfdc.store import read_meta, write_json
-from dfdc.train import checkpoint
+from dfdc.train import checkpoint, dist
 from dfdc.train.loop import train_model
 
 
@@ -32,7 +38,6 @@ def main() -> int:
     ap.add_argument("--metrics", required=True)
     ap.add_argument("--live-dir", required=True)
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     train = TrainParams.load(args.params)
     entries = train.all_models()
     if args.model not in entries:
@@ -43,6 +48,21 @@ def main() -> int:
         raise ParamsError(f"{args.params}: train.{train.group_of(args.model)}.{args.model}: backbone_from is "
                           f"{p.backbone_from!r} but --backbone is {args.backbone!r}; dvc.yaml passes one for "
                           "train.stacked and train.clips_stacked entries only")
+    if p.nproc > 1 and not dist.under_torchrun():
+        return dist.relaunch(p.nproc, sys.argv)
+    ctx = dist.setup(train.device)
+    logging.basicConfig(level=logging.INFO if ctx.is_main else logging.WARNING, format="%(message)s")
+    try:
+        return _train(args, train, p, ctx)
+    finally:
+        dist.teardown()
+
+
+def _train(args: argparse.Namespace, train: TrainParams, p: ModelParams, ctx: dist.Ctx) -> int:
+    """Train entry ``p`` on this rank; rank 0 writes the metrics and reports."""
+    if ctx.world != p.nproc and ctx.is_main:
+        print(f"train@{args.model}: {ctx.world} processes (torchrun's world; the entry's nproc is {p.nproc})",
+              flush=True)
     try:
         backbone = checkpoint.load(args.backbone) if args.backbone else None
     except checkpoint.CheckpointError as e:
@@ -68,12 +88,14 @@ def main() -> int:
                          preprocess={k: v for k, v in meta.items() if k != "data"},
                          data_info=meta.get("data"), backbone=backbone, live_dir=args.live_dir,
                          leave_out=folds_p.leave_out, diffs=diffs, diffs_dir=args.diffs_dir)
-    write_json(result, args.metrics)
-    b = result["best"]
-    what = "clips" if train.reads_clips(args.model) else "crops"
-    left = f"; {folds_p.leave_out!r} left out ({len(unseen)} fake videos)" if folds_p.leave_out else ""
-    print(f"train@{args.model}: best epoch {b['epoch']}, val log loss {b['val_log_loss']:.4f}, "
-          f"auc {b['val_auc']:.3f} ({result['train_crops']} train / {result['val_crops']} holdout {what}{left})")
+    if ctx.is_main:
+        write_json(result, args.metrics)
+        b = result["best"]
+        what = "clips" if train.reads_clips(args.model) else "crops"
+        left = f"; {folds_p.leave_out!r} left out ({len(unseen)} fake videos)" if folds_p.leave_out else ""
+        print(f"train@{args.model}: best epoch {b['epoch']}, val log loss {b['val_log_loss']:.4f}, "
+              f"auc {b['val_auc']:.3f} ({result['train_crops']} train / {result['val_crops']} holdout {what}{left})")
+    dist.barrier()
     return 0
 
 

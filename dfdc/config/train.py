@@ -75,6 +75,11 @@ class ModelParams:
     fakes: Literal["dataset", "self_blended", "both"] = "dataset"
     seed: int = 0
     workers: int = rng(ge=0, default=0)
+    # processes (GPUs) on this machine: stages/train.py relaunches itself under torchrun (DDP) when > 1
+    nproc: int = rng(ge=1, default=1)
+    sync_bn: bool = False  # batch-norm statistics over every process's batch (SyncBatchNorm; GPUs only)
+    # one optimizer step every `accumulate` batches: the global batch is batch_size x processes x accumulate
+    accumulate: int = rng(ge=1, default=1)
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -23,10 +24,19 @@ def holdout_videos(folds: pd.DataFrame, holdout: int, leave_out: str | None = No
     return folds[keep][cols]
 
 
+def holdout_rows(inputs: pd.DataFrame, videos: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``inputs`` (crops or clips) of ``videos``, in table order, as :func:`score_holdout` scores them."""
+    return inputs[inputs["video"].isin(videos["video"])].reset_index(drop=True)
+
+
 def score_holdout(model: ScoringModel, inputs: pd.DataFrame, videos: pd.DataFrame, directory: str | Path, *,
                   strategy: str, tta: bool, batch_size: int, device: torch.device | str, levels: int = 3,
-                  splits: int = 2, rules_by_video: Mapping[str, Sequence[Rule]] | None = None):
+                  splits: int = 2, rules_by_video: Mapping[str, Sequence[Rule]] | None = None,
+                  probs: np.ndarray | None = None):
     """(video scores, crop scores, threshold fit or None) of ``videos`` from their stored inputs.
+
+    ``probs``: the scores of :func:`holdout_rows`, scored elsewhere with the same settings (training
+    under DDP scores a share of them on each rank); None scores them here.
 
     Each video's crops are scored by the scorer and aggregated per face track with
     ``strategy`` (clip models: the mean of the windows, :func:`~dfdc.inference.aggregate.for_input`;
@@ -35,8 +45,12 @@ def score_holdout(model: ScoringModel, inputs: pd.DataFrame, videos: pd.DataFram
     over ``splits`` splits of the originals (:func:`dfdc.eval.thresholds.fit_thresholds`),
     unless ``rules_by_video`` gives each video its rules (fitted elsewhere).
     """
-    rows = inputs[inputs["video"].isin(videos["video"])].reset_index(drop=True)
-    rows["prob"] = score_table([model], rows, directory, tta=tta, batch_size=batch_size, device=device)[model.name]
+    rows = holdout_rows(inputs, videos)
+    if probs is None:
+        probs = score_table([model], rows, directory, tta=tta, batch_size=batch_size, device=device)[model.name]
+    elif len(probs) != len(rows):
+        raise ValueError(f"{len(probs)} scores for the {len(rows)} holdout rows")
+    rows["prob"] = probs
     frames = rows[["video", "frame", "track", "prob"]]
     strategy, min_len = for_input(model.spec.input, strategy)
     scored = video_scores(videos, frames, "mean" if strategy == "thresholds" else strategy, min_len=min_len)

@@ -1,1 +1,1 @@
-"""Training: the loop and its pieces (data, step, optim, checkpoint, losses)."""
+"""Training: the loop and its pieces (data, step, optim, checkpoint, losses, dist for several processes)."""

@@ -54,10 +54,14 @@ class TrainData:
         return balanced_indices(self.table["label"].to_numpy(), rng)
 
     @property
-    def steps_per_epoch(self) -> int:
-        n = len(self.table) if self.paired else len(balanced_indices(self.table["label"].to_numpy(),
-                                                                     np.random.default_rng(0)))
-        return math.ceil(n / self.batch_size)
+    def epoch_size(self) -> int:
+        """Items in one epoch (before it is shared out among the ranks)."""
+        return len(self.table) if self.paired else len(balanced_indices(self.table["label"].to_numpy(),
+                                                                        np.random.default_rng(0)))
+
+    def batches_per_epoch(self, world: int = 1) -> int:
+        """Batches each of ``world`` ranks takes in one epoch (:func:`shard_indices`)."""
+        return math.ceil(math.ceil(self.epoch_size / world) / self.batch_size)
 
     def reseed(self, seed: int) -> None:
         """Seed the augmentation of the coming epoch (in this process; DataLoader workers reseed from torch's
@@ -73,6 +77,24 @@ class TrainData:
         """The batches of one epoch, in ``indices`` order, as :class:`dfdc.data.batch.Batch`."""
         return DataLoader(self.dataset, batch_size=self.batch_size, sampler=indices.tolist(), collate_fn=collate,
                           num_workers=self.workers, drop_last=False, persistent_workers=False)
+
+
+def shard_indices(indices: np.ndarray, rank: int, world: int) -> np.ndarray:
+    """Rank ``rank``'s share of an epoch's ``indices`` (the same list on every rank): every
+    ``world``-th index from position ``rank``.
+
+    The list is first padded to a multiple of ``world`` with its own first indices (as
+    torch's DistributedSampler pads), so every rank gets ``ceil(n / world)`` indices, the same number
+    of batches of the same sizes, and steps as often as the others: at most ``world - 1`` items are
+    seen twice in an epoch, none is dropped. Batch ``s`` of every rank together is then batch ``s`` of
+    a single process at ``world`` times the batch size.
+    """
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is not one of {world} ranks")
+    if world == 1:
+        return indices
+    per = math.ceil(len(indices) / world)
+    return np.resize(indices, per * world)[rank::world]
 
 
 def self_blended_rows(train: pd.DataFrame, fakes: str) -> pd.DataFrame:
