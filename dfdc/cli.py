@@ -71,6 +71,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         print(format_clip_models_table(bench_clip_models()))
         return 0
+    if args.what == "scale":
+        from dfdc.bench_scale import bench_scale, format_scale
+
+        result = bench_scale(args.n or [200, 1000], hd_reals=args.hd, workers=args.workers, work=args.work,
+                             cores=args.cores)
+        print(format_scale(result))
+        if args.json:
+            from dfdc.store import write_json
+
+            write_json(result, args.json)
+        return 0
     roots = args.roots or [r for r in ("data/sample", "../shared/data/ffpp") if Path(r).is_dir()]
     if not roots:
         raise FileNotFoundError("no dataset to benchmark: pass a root (e.g. data/sample after `dvc repro`)")
@@ -273,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("bench", help="benchmark a part of the pipeline against its baseline")
-    p.add_argument("what", choices=["preprocess", "clips", "clip-models", "predict"])
+    p.add_argument("what", choices=["preprocess", "clips", "clip-models", "predict", "scale"])
     p.add_argument("roots", nargs="*", help="dataset roots (default: data/sample and ../shared/data/ffpp)")
     p.add_argument("--every", type=_positive, help="preprocess: detect every N-th frame (default: detect.every)")
     p.add_argument("--workers", type=int, default=2)
@@ -282,6 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="predict: detect about every N video frames (1: every sampled frame)")
     _scoring_flags(p, strategy=False)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--n", type=_positive, action="append", help="scale: videos to generate (repeat; default 200, 1000)")
+    p.add_argument("--hd", type=int, default=2, help="scale: real 1080p 10 s videos (two fakes each) for the "
+                                                     "per-video cost at DFDC size (0: none)")
+    p.add_argument("--cores", type=_positive, default=16, help="scale: processes of the DFDC extrapolation")
+    p.add_argument("--work", help="scale: keep the generated datasets and projects here (default: a temporary dir)")
+    p.add_argument("--json", help="scale: also write the measurements to this JSON file")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("exp-args", help="the `dvc exp run -S` arguments that apply a preset (eval \"dvc exp run -n "

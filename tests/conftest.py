@@ -20,6 +20,18 @@ def ffpp_root() -> Path:
     return FFPP
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a module's tests: on a shared 2-core box two spinning OpenMP threads run
+    ~20x slower (and two DDP ranks share the cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def detector():
     from dfdc.faces.detector import FaceDetector

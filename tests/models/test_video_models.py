@@ -26,12 +26,7 @@ DEFAULTS = {  # name: (clip_len, frame_stride)
 KINETICS = ((0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def still_clip(frame: torch.Tensor, frames: int) -> torch.Tensor:

@@ -1,0 +1,309 @@
+"""`dfdc bench scale`: the preprocessing DAG on a generated DFDC-layout dataset of N videos.
+
+For each N it generates the dataset (the sample generator, low resolution, 1 to
+1.5 s per video), lays out a DVC project tracking it through a manifest (as a
+DFDC-size dataset should be tracked), runs `index`, `detect`, `crops`, `diffs`
+and `clips` one after the other as their own processes (wall time and peak
+resident memory of the largest process of each, from ``wait4``), records them
+with ``dvc commit``, then times ``dvc status`` and a no-op ``dvc repro`` and
+counts every output's files. A handful of generated 1080p 10 s videos give the
+per-video cost at DFDC's size, from which the full DFDC (128,154 videos) is
+extrapolated for a machine with more cores.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ["index", "detect", "crops", "diffs", "clips"]
+DFDC_VIDEOS = 128_154
+DFDC_REAL_SHARE = 19_154 / 119_154  # the DFDC training set's reals among its videos
+DFDC_PARTS = 50
+SMALL = [(320, 240), (240, 320)]
+HD = [(1920, 1080)]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+# A small process runs the command, so that the peak it reports is the command's: a child forked from this
+# (large) process would start its high-water mark at this one's size.
+_PEAK = ("import resource, subprocess, sys; c = subprocess.run(sys.argv[1:]).returncode; "
+         "print('peak_kib', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(c)")
+
+
+def _measured(cmd: list[str], cwd: Path) -> dict[str, float]:
+    """Wall seconds and peak resident MiB (the largest of the process and its workers) of ``cmd``."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-S", "-c", _PEAK, *cmd], cwd=cwd, env=_env(), capture_output=True,
+                          text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    peak = next(int(line.split()[1]) for line in proc.stderr.splitlines()[::-1] if line.startswith("peak_kib "))
+    return {"wall_s": wall, "peak_mib": peak / 1024, "output": proc.stdout}
+
+
+def _dvc(repo: Path, *args: str) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    proc = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=repo, env=_env(),
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"dvc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return time.perf_counter() - t0, proc.stdout
+
+
+def _stage_cmds() -> dict[str, list[str]]:
+    doc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    return {s: [sys.executable if w == "python" else w for w in doc[s]["cmd"].split()] for s in STAGES}
+
+
+def _project(repo: Path, dataset: Path, workers: int) -> None:
+    """A DVC project of the pipeline's code whose data is ``dataset``, tracked through its manifest."""
+    from dfdc.datasets.index import write_manifest
+
+    repo.mkdir(parents=True)
+    for name in ("dvc.yaml", ".dvcignore", "stages", "dfdc"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy(src, repo / name)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"] = {"root": str(dataset), "deps": "data/manifest.tsv"}
+    for section in ("index", "detect", "crops", "diffs", "clips"):
+        params[section]["workers"] = workers
+    params["detect"]["device"] = "cpu"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (repo / "data").mkdir()
+    write_manifest(dataset, repo / "data" / "manifest.tsv")
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "bench@dfdc"], ["git", "config", "user.name", "bench"],
+                [str(Path(sys.executable).parent / "dvc"), "init", "-q"],
+                [str(Path(sys.executable).parent / "dvc"), "config", "core.analytics", "false"]):
+        subprocess.run(cmd, cwd=repo, env=_env(), check=True, capture_output=True)
+
+
+def _files(path: Path) -> int:
+    return sum(1 for f in path.rglob("*") if f.is_file()) if path.is_dir() else int(path.exists())
+
+
+def _outputs(repo: Path) -> dict[str, dict[str, float]]:
+    doc = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    found = {}
+    for s in STAGES:
+        for out in doc[s]["outs"]:
+            name = next(iter(out)) if isinstance(out, dict) else out
+            p = repo / name
+            found[name] = {"files": _files(p),
+                           "mib": sum(f.stat().st_size for f in ([p] if p.is_file() else p.rglob("*"))
+                                      if f.is_file()) / 2**20}
+    return found
+
+
+def _generate(out: Path, videos: int, resolutions, seconds: tuple[float, float], per_part: int,
+              workers: int) -> dict[str, int]:
+    from dfdc.datasets.sample import make_sample
+
+    reals = max(1, round(videos / 3))
+    parts = max(1, math.ceil(reals / per_part))
+    summary = make_sample(out, seed=0, parts=parts, reals_per_part=math.ceil(reals / parts), fakes_per_real=2,
+                          seconds=seconds, two_face_every=0, progress=False, workers=workers, resolutions=resolutions)
+    return {"videos": summary.reals + summary.fakes, "reals": summary.reals, "fakes": summary.fakes, "parts": parts}
+
+
+def run_scale(n: int, work: Path, workers: int = 2, per_part: int = 100, seconds: tuple[float, float] = (1.0, 1.5),
+              resolutions=None, dvc: bool = True) -> dict[str, Any]:
+    """One row of the scale table: N generated videos through the preprocessing stages (and DVC)."""
+    dataset = work / "videos"
+    t0 = time.perf_counter()
+    made = _generate(dataset, n, resolutions or SMALL, seconds, per_part, workers)
+    generate_s = time.perf_counter() - t0
+    repo = work / "repo"
+    _project(repo, dataset, workers)
+    stages = {}
+    for stage, cmd in _stage_cmds().items():
+        m = _measured(cmd, repo)
+        stages[stage] = {"wall_s": m["wall_s"], "peak_mib": m["peak_mib"]}
+    row: dict[str, Any] = {**made, "generate_s": generate_s, "stages": stages, "outputs": _outputs(repo),
+                           "workers": workers, "decode": decode_cost(repo / "data" / "index.parquet")}
+    if dvc:
+        row["commit_s"], _ = _dvc(repo, "commit", "-f", *STAGES)
+        row["status_s"], status = _dvc(repo, "status", *STAGES)
+        repro = [_dvc(repo, "repro", *STAGES) for _ in range(2)]
+        row["noop_repro_s"] = min(t for t, _ in repro)
+        row["noop_ran"] = sum(out.count("Running stage") for _, out in repro)
+        row["status_clean"] = "up to date" in status
+    return row
+
+
+def decode_cost(index_path: Path, every: int = 10) -> dict[str, float]:
+    """Seconds per real video to decode the frames `detect` reads (every ``every``-th), which `crops` decodes
+    again."""
+    import pandas as pd
+
+    from dfdc.video import read_frames, sample_indices
+
+    reals = pd.read_parquet(index_path).query("label == 0 and ok")
+    t0 = time.perf_counter()
+    for r in reals.itertuples():
+        read_frames(r.path, sample_indices(int(r.frames), every=every))
+    return {"sampled_s": (time.perf_counter() - t0) / max(len(reals), 1)}
+
+
+def unit_costs(repo: Path) -> dict[str, dict[str, float]]:
+    """CPU seconds (every thread of this process) and wall seconds per unit of each stage's work on the
+    project ``repo`` has built, in this process and without any process start: per video for `index`,
+    `crops` and `clips`, per real for `detect`, per fake crop's video for `diffs`."""
+    import pandas as pd
+    import torch
+
+    from dfdc.config.clips import ClipsParams
+    from dfdc.config.detect import DetectParams
+    from dfdc.datasets.index import build_index
+    from dfdc.faces.detector import FaceDetector
+    from dfdc.preprocess.clips import clip_chunked
+    from dfdc.preprocess.crops import crop_chunked
+    from dfdc.preprocess.detect import detect_rows
+    from dfdc.preprocess.diffs import diff_chunked
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    index = pd.read_parquet(repo / "data" / "index.parquet")
+    faces = pd.read_parquet(repo / "data" / "faces.parquet")
+    reals = index[index["label"] == 0].sort_values("video")
+    n, n_real, n_fake = len(index), len(reals), int((index["label"] == 1).sum())
+    detect = DetectParams(**{**params["detect"], "device": "cpu"})
+    clips = ClipsParams(**params["clips"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the stages' worker processes run one torch thread each
+    try:
+        det = FaceDetector.from_params(detect)
+        detect_rows(reals.head(1), det, every=detect.every, workers=1, progress=False)  # warm-up
+        out: dict[str, dict[str, float]] = {}
+
+        def cost(stage: str, units: int, fn) -> Any:
+            c0, t0 = time.process_time(), time.perf_counter()
+            result = fn()
+            out[stage] = {"cpu_s": (time.process_time() - c0) / max(units, 1),
+                          "wall_s": (time.perf_counter() - t0) / max(units, 1), "units": units}
+            return result
+
+        with tempfile.TemporaryDirectory() as tmp:
+            cost("index", n, lambda: build_index(params["data"]["root"], workers=0, progress=False))
+            cost("detect", n_real, lambda: detect_rows(reals, det, every=detect.every, min_track=detect.min_track,
+                                                       max_gap=detect.max_gap, min_iou=detect.min_iou, workers=1,
+                                                       progress=False))
+            crops = cost("crops", n, lambda: crop_chunked(index, faces, Path(tmp) / "c", margin=params["crops"]["margin"],
+                                                          workers=0, chunk=params["crops"]["chunk"], progress=False))[0]
+            cost("diffs", n_fake, lambda: diff_chunked(crops, Path(tmp) / "c", Path(tmp) / "d", workers=0,
+                                                       progress=False))
+            cost("clips", n, lambda: clip_chunked(index, faces, Path(tmp) / "k", window=clips.window,
+                                                  stride=clips.stride, per_track=clips.per_track, size=clips.size,
+                                                  margin=clips.margin, codec=clips.codec, crf=clips.crf, workers=0,
+                                                  chunk=clips.chunk, progress=False))
+        return out
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _per_video(row: dict[str, Any]) -> dict[str, float]:
+    """Seconds per unit of each stage: per real for `detect`, per fake for `diffs`, per video otherwise."""
+    units = {"index": row["videos"], "detect": row["reals"], "crops": row["videos"], "diffs": row["fakes"],
+             "clips": row["videos"]}
+    return {s: row["stages"][s]["wall_s"] * row["workers"] / max(units[s], 1) for s in STAGES}
+
+
+def extrapolate(hd: dict[str, Any], cores: int = 16, videos: int = DFDC_VIDEOS) -> dict[str, Any]:
+    """DFDC-size estimate from the 1080p row: CPU seconds per unit (:func:`unit_costs`, else the stages' wall
+    time x processes per unit) x DFDC's units / ``cores``, i.e. perfect scaling over ``cores`` processes."""
+    per = {s: c["cpu_s"] for s, c in hd["units"].items()} if hd.get("units") else _per_video(hd)
+    reals = round(videos * DFDC_REAL_SHARE)
+    units = {"index": videos, "detect": reals, "crops": videos, "diffs": videos - reals, "clips": videos}
+    hours = {s: per[s] * units[s] / cores / 3600 for s in STAGES}
+    twice = hd["decode"]["sampled_s"] * reals / cores / 3600
+    return {"per_unit_s": per, "hours": hours, "total_h": sum(hours.values()), "cores": cores, "videos": videos,
+            "reals": reals, "second_decode_h": twice}
+
+
+def dfdc_file_counts(params: dict[str, Any], videos: int = DFDC_VIDEOS, parts: int = DFDC_PARTS) -> dict[str, int]:
+    """Files of each chunked output at DFDC size under ``params``' chunk sizes (one done.json each)."""
+    reals_per_part = math.ceil(videos * DFDC_REAL_SHARE / parts)
+    detect = parts * math.ceil(reals_per_part / params["detect"]["chunk"])
+    crops = parts * math.ceil(reals_per_part / params["crops"]["chunk"])
+    clips = parts * math.ceil(reals_per_part / params["clips"]["chunk"])
+    return {"data/detect": 2 * detect + 1, "data/crops": 3 * crops + 1, "data/diffs": 2 * crops + 1,
+            "data/clips": 3 * clips + 1}
+
+
+def bench_scale(ns: list[int], hd_reals: int = 2, workers: int = 2, work: str | Path | None = None,
+                cores: int = 16, progress: bool = True) -> dict[str, Any]:
+    """Rows for every N, the 1080p row (``hd_reals`` real 10 s videos, two fakes each; 0: none) and the
+    DFDC extrapolation."""
+    keep = work is not None
+    base = Path(work) if keep else Path(tempfile.mkdtemp(prefix="dfdc-scale-"))
+    try:
+        rows = {}
+        for n in ns:
+            if progress:
+                print(f"bench scale: N = {n} ...", flush=True)
+            rows[n] = run_scale(n, base / f"n{n}", workers=workers)
+        hd = None
+        if hd_reals > 0:
+            if progress:
+                print(f"bench scale: {hd_reals * 3} videos at 1080p, 10 s ...", flush=True)
+            hd = run_scale(hd_reals * 3, base / "hd", workers=1, seconds=(10.0, 10.0), resolutions=HD, dvc=False)
+            hd["units"] = unit_costs(base / "hd" / "repo")
+        params = yaml.safe_load((ROOT / "params.yaml").read_text())
+        return {"rows": rows, "hd": hd, "dfdc": extrapolate(hd, cores) if hd else None,
+                "dfdc_files": dfdc_file_counts(params)}
+    finally:
+        if not keep:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def format_scale(result: dict[str, Any]) -> str:
+    """Markdown tables of :func:`bench_scale`'s result."""
+    rows = result["rows"]
+    ns = list(rows)
+    head = "| | " + " | ".join(f"N = {rows[n]['videos']}" for n in ns) + " |"
+    lines = [head, "|---|" + "---|" * len(ns)]
+    for s in STAGES:
+        lines.append(f"| `{s}` wall s / peak MiB | " + " | ".join(
+            f"{rows[n]['stages'][s]['wall_s']:.1f} / {rows[n]['stages'][s]['peak_mib']:.0f}" for n in ns) + " |")
+    for key, label in (("status_s", "`dvc status` s"), ("noop_repro_s", "no-op `dvc repro` s")):
+        if all(key in rows[n] for n in ns):
+            lines.append(f"| {label} | " + " | ".join(f"{rows[n][key]:.2f}" for n in ns) + " |")
+    outs = list(rows[ns[0]]["outputs"])
+    for o in outs:
+        lines.append(f"| `{o}` files / MiB | " + " | ".join(
+            f"{rows[n]['outputs'][o]['files']} / {rows[n]['outputs'][o]['mib']:.1f}" for n in ns) + " |")
+    text = "\n".join(lines)
+    hd, dfdc = result.get("hd"), result.get("dfdc")
+    if hd and dfdc:
+        per = dfdc["per_unit_s"]
+        text += ("\n\n| 1080p, 10 s | CPU s per unit | DFDC units | hours on "
+                 f"{dfdc['cores']} cores |\n|---|---|---|---|\n")
+        units = {"index": dfdc["videos"], "detect": dfdc["reals"], "crops": dfdc["videos"],
+                 "diffs": dfdc["videos"] - dfdc["reals"], "clips": dfdc["videos"]}
+        for s in STAGES:
+            text += f"| `{s}` | {per[s]:.2f} | {units[s]:,} | {dfdc['hours'][s]:.1f} |\n"
+        text += f"| total | | {dfdc['videos']:,} videos | {dfdc['total_h']:.1f} |"
+        text += (f"\n\nDecoding a real's sampled frames at 1080p: {hd['decode']['sampled_s']:.2f} s; `crops` decodes "
+                 "them a second time: "
+                 f"{dfdc['second_decode_h']:.2f} h of the total at DFDC size.")
+    text += "\n\nFiles at DFDC size (50 parts, these chunk sizes): " + ", ".join(
+        f"`{k}` {v:,}" for k, v in result["dfdc_files"].items())
+    return text
