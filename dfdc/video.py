@@ -7,6 +7,7 @@ uint8 arrays of shape (H, W, 3).
 from __future__ import annotations
 
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -182,6 +183,15 @@ def sample_indices(frames: int, every: int | None = None, count: int | None = No
 
 
 X264_THREADS = 1
+# x264 picks its SIMD functions from the CPU it runs on, and some of them (float paths in the
+# lookahead) round differently, so its output bytes change with the CPU. Every x86-64 CPU has SSE2:
+# pinned to it, the same frames give the same file on any x86-64 machine (docs: reproducibility).
+X264_ASM: str | None = "SSE2" if platform.machine().lower() in ("x86_64", "amd64") else None
+
+
+def x264_options() -> dict[str, str]:
+    """ffmpeg output options that pin x264's instruction set to ``X264_ASM`` (none off x86-64)."""
+    return {"x264-params": f"asm={X264_ASM}"} if X264_ASM else {}
 
 
 def rgb_to_yuv420p(frame: np.ndarray) -> np.ndarray:
@@ -207,7 +217,7 @@ def x264_command(out: str | Path, width: int, height: int, fps: float, crf: int 
     """The ffmpeg command that encodes yuv420p frames from stdin into an H.264 MP4 at ``out``."""
     cmd = [ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "yuv420p",
            "-s", f"{width}x{height}", "-r", f"{fps}", "-i", "-", "-c:v", "libx264", "-preset", preset,
-           "-crf", str(crf), "-threads", str(threads), "-movflags", "+faststart"]
+           "-crf", str(crf), "-threads", str(threads), *(a for k, v in x264_options().items() for a in (f"-{k}", v)), "-movflags", "+faststart"]
     if tune:
         cmd += ["-tune", tune]
     return cmd + [str(out)]

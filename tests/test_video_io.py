@@ -1,9 +1,48 @@
 """Video I/O: the encoder gives the same bytes on any CPU."""
+import hashlib
+import platform
 import subprocess
 
 import numpy as np
+import pytest
 
-from dfdc.video import read_frames, rgb_to_yuv420p, write_video, x264_command
+from dfdc.data.codec import CodecParams, apply_codec, encode_clip_mp4
+from dfdc.video import X264_ASM, read_frames, rgb_to_yuv420p, write_video, x264_command
+
+# sha256 of the three x264 encodes below, made on an AVX-512 machine with x264 pinned to SSE2. With
+# x264's own choice of instruction set all three differ there (and with asm=AVX2 they differ again);
+# with asm=0 (x264's C code) they are these same bytes.
+GOLDEN = {
+    "write_video": "8b0128a0c17365e8edbbaa5ed09ed8de5cc70fcfa37e001c1249694190bde136",
+    "encode_clip_mp4": "b1e2c5d35458c54a84b05223287873fdf8184867d4927624cc259cc549e8d5bf",
+    "apply_codec": "b77a783b37427c0be930cf376ed25f913cfaa6bc0a37421776d2c5e4b593cfec",
+}
+
+
+def golden_frames(n: int = 24, h: int = 64, w: int = 96) -> np.ndarray:
+    """Moving integer patterns plus integer noise (no float maths, which could round per CPU)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = []
+    for t in range(n):
+        base = np.stack([(xx * 3 + t * 4) % 256, (yy * 4 + xx + t * 3) % 256,
+                         ((xx - 48) ** 2 + (yy - 32) ** 2 + 40 * t) // 16 % 256], -1)
+        out.append(np.clip(base + rng.integers(-12, 13, (h, w, 3)), 0, 255).astype(np.uint8))
+    return np.stack(out)
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+                    reason="x264's instruction set is pinned on x86-64 only (docs/reproducibility.md)")
+def test_x264_writes_the_committed_bytes_on_any_x86_64_cpu(tmp_path):
+    """Every x264 encode the pipeline's outputs depend on (sample, degraded copies; MP4 clips; codec
+    augmentation) gives the committed bytes: fails on a CPU where x264 would choose other code."""
+    assert X264_ASM == "SSE2"
+    frames = golden_frames()
+    write_video(tmp_path / "g.mp4", frames, 25, crf=23)
+    got = {"write_video": (tmp_path / "g.mp4").read_bytes(),
+           "encode_clip_mp4": encode_clip_mp4(frames, crf=18),
+           "apply_codec": apply_codec(frames, CodecParams(fps=20, scale=0.75, crf=30, tune="film")).tobytes()}
+    assert {k: hashlib.sha256(v).hexdigest() for k, v in got.items()} == GOLDEN
 
 
 def test_rgb_to_yuv420p_is_bt601_limited_range():
@@ -17,8 +56,9 @@ def test_rgb_to_yuv420p_is_bt601_limited_range():
     assert (int(y), int(u), int(v)) == (82, 90, 240)  # BT.601 red
 
 
-def test_the_same_frames_encode_to_the_same_bytes_with_and_without_simd(tmp_path):
-    """ffmpeg with its SIMD switched off (-cpuflags 0) writes the same file: nothing CPU-specific converts colour."""
+def test_the_same_frames_encode_to_the_same_bytes_with_and_without_ffmpegs_simd(tmp_path):
+    """ffmpeg with its own SIMD switched off (-cpuflags 0) writes the same file: nothing CPU-specific of
+    ffmpeg's converts colour (x264 does not read -cpuflags: its instruction set is pinned by X264_ASM)."""
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(6)]
     raw = b"".join(rgb_to_yuv420p(f).tobytes() for f in frames)

@@ -8,7 +8,7 @@ the decoder. No temporary files.
 
 The same input and draws give the same bytes on any machine: the colour
 conversions (BT.601 limited range) are integer numpy code, resizing is Pillow's
-fixed-point bicubic, and x264 runs with a fixed thread count. ffmpeg's own
+fixed-point bicubic, and x264 runs with a fixed thread count and instruction set. ffmpeg's own
 swscale conversions and scalers take CPU-specific SIMD paths and are not used.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import ffmpeg
 import numpy as np
 from PIL import Image
 
-from dfdc.video import X264_THREADS, VideoError, ffmpeg_exe, rgb_to_yuv420p
+from dfdc.video import X264_THREADS, VideoError, ffmpeg_exe, rgb_to_yuv420p, x264_options
 
 X264_TUNES = ("film", "animation", "grain", "stillimage", "fastdecode", "zerolatency", "psnr", "ssim")
 MIN_SIDE = 16
@@ -182,7 +182,8 @@ def _run(stream: ffmpeg.nodes.OutputStream, data: bytes, what: str) -> bytes:
 
 def _encode(yuv: bytes, pix_fmt: str, height: int, width: int, fps: float, fmt: str, *, crf: int, preset: str,
             tune: str | None, threads: int, what: str, **out_args: str) -> bytes:
-    options = {"format": fmt, "vcodec": "libx264", "crf": crf, "preset": preset, "threads": threads, **out_args}
+    options = {"format": fmt, "vcodec": "libx264", "crf": crf, "preset": preset, "threads": threads,
+               **x264_options(), **out_args}
     if tune is not None:
         options["tune"] = tune
     stream = ffmpeg.input("pipe:", format="rawvideo", pix_fmt=pix_fmt, s=f"{width}x{height}",
