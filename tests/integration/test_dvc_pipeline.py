@@ -1,0 +1,303 @@
+"""The DAG under DVC, for real: one scratch repository built once per test run, then one test per question.
+
+``built`` runs ``dvc repro`` on the whole DAG once (a tiny sample, two models that between them take both
+groups of the model table and both kinds of input: a frame model on the crops, and an LSTM on the clips
+whose frozen backbone is the frame model's) and commits it. Each other test works
+in its own ``git clone`` of it whose DVC cache is the built repository's (``dvc checkout`` brings the
+outputs back), so it changes one thing and checks what reruns without paying for the rest.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from helpers import FFPP, REPO, in_terminal, make_dvc_repo, user_env, venv_env
+from helpers import dvc as run_dvc
+from dfdc.store import file_sha256
+
+pytestmark = pytest.mark.xdist_group("dvc_pipeline")  # one worker builds the repository and runs them all
+
+PARAMS = """
+sample: {seed: 1, parts: 2, reals_per_part: 1, fakes_per_real: 1, seconds_min: 0.8, seconds_max: 1.0}
+data: {root: data/sample, deps: data/sample}
+index: {workers: 0}
+detect: {every: 5, min_track: 2, workers: 1}
+crops: {margin: 0.3, workers: 1}
+clips: {window: 4, stride: 1, per_track: 1, size: 32, workers: 1}
+folds: {k: 2, holdout: 0, group: auto, seed: 0, leave_out: null}
+train:
+  device: cpu
+  models:
+    a: {arch: mobilenetv3_small_100, inputs: crops, input_size: 32, epochs: 1, batch_size: 8, lr: 0.001}
+  stacked:
+    l: {arch: lstm_mobilenetv3_small_100, inputs: clips, input_size: 32, epochs: 1, batch_size: 8, lr: 0.001,
+        backbone_from: a, backbone_lr_scale: 0.0}
+predict: {strategy: thresholds, thresholds: {levels: 1, splits: 2}, tta: false, device: cpu}
+degrade: {workers: 1}
+evaluate: {models: [], method: equal, weights: {}, splits: 2, calibrate: false, bootstrap: 50, external: {}}
+"""
+PREP = ["sample", "index", "detect", "crops", "clips", "folds"]
+CROP_MODELS = ["train@a", "predict@a"]
+CLIP_MODELS = ["train_stacked@l", "predict_stacked@l"]
+MODELS = ["degrade", "crops_degraded", "clips_degraded", *CROP_MODELS, *CLIP_MODELS, "evaluate"]
+ALL = PREP + MODELS
+CHUNKED = ["data/detect", "data/crops", "data/clips"]
+
+
+def ran(out: subprocess.CompletedProcess) -> set[str]:
+    """The stages a `dvc repro` ran (or, with --dry, would run)."""
+    return set(re.findall(r"Running stage '([^']+)'", out.stdout))
+
+
+def plan(repo: "Repo") -> set[str]:
+    """The stages a change reruns: those it makes stale and every stage downstream of them (the DAG's
+    edges; whether a rerun stage's outputs then change is up to its work, not to the DAG)."""
+    return ran(repo.dvc("repro", "--dry", "--force-downstream"))
+
+
+def _outputs(repo: Path) -> dict[str, str]:
+    """sha256 of every file of the chunked stages' outputs and tables."""
+    files = [f for d in CHUNKED for f in sorted((repo / d).rglob("*")) if f.is_file()]
+    files += [repo / "data" / f"{n}.parquet" for n in ("faces", "crops", "clips")]
+    return {f.relative_to(repo).as_posix(): file_sha256(f) for f in files}
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, env=venv_env(), check=True, capture_output=True,
+                          text=True).stdout
+
+
+def _set(repo: Path, **changes) -> None:
+    """Set dotted params keys in the repo's params.yaml."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for key, value in changes.items():
+        *path, last = key.split("__")
+        node = params
+        for k in path:
+            node = node[k]
+        node[last] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+class Repo:
+    """A working copy and the `dvc` it runs (a user's environment: Python writes bytecode)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.env = user_env(path)
+
+    def dvc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return run_dvc(self.path, *args, env=self.env, check=check)
+
+    def stale(self) -> set[str]:
+        """The stages `dvc status` says are changed."""
+        out = self.dvc("status").stdout
+        return {m for m in re.findall(r"^(\S+):$", out, re.M) if m in ALL}
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory) -> tuple[Repo, subprocess.CompletedProcess]:
+    """The whole DAG built once and committed, and the output of that `dvc repro`."""
+    repo = Repo(make_dvc_repo(tmp_path_factory.mktemp("dvc") / "repo", PARAMS))
+    first = repo.dvc("repro")
+    _git(repo.path, "add", "-A")
+    _git(repo.path, "commit", "-qm", "run 1")
+    return repo, first
+
+
+def clone(built: Repo, dst: Path, cache: bool = True) -> Repo:
+    """A fresh clone of the built repository: with its DVC cache (outputs checked out), or with none."""
+    subprocess.run(["git", "clone", "-q", str(built.path), str(dst)], check=True, capture_output=True)
+    repo = Repo(dst)
+    if cache:
+        repo.dvc("cache", "dir", "--local", str(built.path / ".dvc" / "cache"))
+        repo.dvc("checkout", "-q")
+    return repo
+
+
+def test_the_dag_runs_every_stage_once_then_nothing_even_with_bytecode(built):
+    repo, first = built
+    assert ran(first) == set(ALL)
+    assert ran(repo.dvc("repro")) == set() and "up to date" in repo.dvc("status").stdout
+    # bytecode and numba's kernel cache landed inside the hashed code folders; DVC does not see them
+    assert list((repo.path / "dfdc" / "faces").glob("__pycache__/*.pyc"))
+    assert list(repo.path.glob("dfdc/__pycache__/*.nbi"))
+    index = pd.read_parquet(repo.path / "data/index.parquet")
+    assert len(index) == 4 and index["ok"].all() and sorted(index["label"]) == [0, 0, 1, 1]
+    crops = pd.read_parquet(repo.path / "data/crops.parquet")
+    assert set(crops["video"]) == set(index["video"])
+    fakes = crops[crops["label"] == 1]
+    assert len(fakes) and (fakes["mask"] != "").all()  # the crops stage wrote the fakes' diff masks
+    clips = pd.read_parquet(repo.path / "data/clips.parquet")
+    assert len(clips) and (clips["frames"] == 4).all() and (clips["codec"] == "mp4").all()
+
+
+def test_the_evaluation_ships_every_model_and_its_fitted_rules(built):
+    repo = built[0].path
+    summary = json.loads((repo / "metrics/summary.json").read_text())
+    assert list(summary) == ["ensemble", "a", "l"]  # ensemble first: what `dvc exp show` shows first
+    assert list(summary["ensemble"])[:4] == ["log_loss", "auc", "degraded_log_loss", "degraded_auc"]
+    details = json.loads((repo / "metrics/details/clean.json").read_text())
+    assert set(details["models"]) == {"a", "l"} and details["ensemble"]["n"] >= 1
+    assert summary["ensemble"]["log_loss"] == details["ensemble"]["log_loss"]
+    degraded = json.loads((repo / "metrics/details/degraded.json").read_text())
+    assert degraded["ensemble"]["n"] == details["ensemble"]["n"] and "calibration" in details
+    assert summary["ensemble"]["degraded_log_loss"] == degraded["ensemble"]["log_loss"]
+    shipped = json.loads((repo / "models/ensemble.json").read_text())
+    assert sorted(shipped["members"]) == ["a", "l"] and shipped["strategy"] == "thresholds"
+    assert shipped["members"]["a"]["checkpoint"] == "a/best.pt"
+    fitted = json.loads((repo / "data/preds/a/thresholds.json").read_text())
+    assert shipped["members"]["a"]["rules"] == fitted["rules"]
+    assert fitted["cross_fitted"] is False  # one original in the holdout: nothing to cross-fit, the plain mean
+    assert shipped["members"]["a"]["rules_from"] == "data/preds/a/thresholds.json"
+    assert len(pd.read_parquet(repo / "data/degraded/index.parquet")) == details["ensemble"]["n"]
+    for model in ("a", "l"):  # one predict stage scored both holdouts
+        assert len(pd.read_parquet(repo / f"data/preds/{model}/degraded/videos.parquet")) == details["ensemble"]["n"]
+    for plot in ("roc.csv", "calibration.csv", "roc.png"):
+        assert (repo / "metrics/plots" / plot).exists()
+    tracked = set(_git(repo, "ls-files", "metrics").split())  # small metrics and plot data live in git
+    assert {"metrics/summary.json", "metrics/details/clean.json", "metrics/plots/roc.csv",
+            "metrics/train/a.json"} <= tracked and "metrics/plots/roc.png" not in tracked
+
+
+def test_a_new_part_is_processed_alone_and_gives_a_clean_runs_bytes(built, tmp_path):
+    repo = clone(built[0], tmp_path / "r")
+    two = _outputs(repo.path)
+    _set(repo.path, sample__parts=3)
+    grown = repo.dvc("repro", *PREP)
+    assert ran(grown) == set(PREP)
+    for stage in ("detect", "crops", "clips"):
+        line = next(li for li in grown.stdout.splitlines() if li.startswith(f"{stage}: "))
+        assert "; 1 chunks processed" in line and ", 2 kept" in line, line
+    three = _outputs(repo.path)
+    for out in CHUNKED:
+        shutil.rmtree(repo.path / out)
+    assert ran(repo.dvc("repro", *PREP)) == {"detect", "crops", "clips"}
+    assert _outputs(repo.path) == three
+    _set(repo.path, sample__parts=2)  # and the part removed again: its chunks go, nothing is redone
+    shrunk = repo.dvc("repro", *PREP)
+    assert shrunk.stdout.count("0 chunks processed") == 3 and _outputs(repo.path) == two
+
+
+def test_a_crops_setting_reruns_the_crops_and_the_crop_models_only_and_their_stacked_models(built, tmp_path):
+    repo = clone(built[0], tmp_path / "r")
+    before = pd.read_parquet(repo.path / "data/crops.parquet")
+    _set(repo.path, crops__margin=0.2)
+    # and the LSTM, whose frozen backbone is the frame model a's: through models/a, not through the crops
+    assert plan(repo) == {"crops", "crops_degraded", *CROP_MODELS, *CLIP_MODELS, "evaluate"}
+    lstm = {d["path"] for d in yaml.safe_load((repo.path / "dvc.lock").read_text())["stages"]["train_stacked@l"]["deps"]}
+    assert "models/a" in lstm and "data/clips" in lstm and "data/crops" not in lstm
+    assert ran(repo.dvc("repro", *PREP)) == {"crops"}
+    narrower = pd.read_parquet(repo.path / "data/crops.parquet")
+    assert (narrower["x2"] - narrower["x1"]).mean() < (before["x2"] - before["x1"]).mean()
+    assert (narrower.loc[narrower["label"] == 1, "mask"] != "").all()
+
+
+def test_a_clips_setting_reruns_the_clips_and_the_clip_models_only(built, tmp_path):
+    repo = clone(built[0], tmp_path / "r")
+    before = pd.read_parquet(repo.path / "data/clips.parquet")
+    _set(repo.path, clips__per_track=2)
+    assert plan(repo) == {"clips", "clips_degraded", *CLIP_MODELS, "evaluate"}
+    assert ran(repo.dvc("repro", *PREP)) == {"clips"}
+    assert len(pd.read_parquet(repo.path / "data/clips.parquet")) > len(before)
+
+
+def test_leaving_a_manipulation_out_retrains_and_evaluates_without_preprocessing(built, tmp_path):
+    repo = clone(built[0], tmp_path / "r")
+    methods = sorted(pd.read_parquet(repo.path / "data/folds.parquet")["method"].dropna().unique())
+    assert methods and set(methods) <= {"face", "inner", "mouth"}
+    trains = {"train@a", "train_stacked@l"}
+    for method in (methods[0], methods[-1]):
+        _set(repo.path, folds__leave_out=method)
+        assert repo.stale() == trains | {"evaluate"}
+    assert plan(repo) == trains | {"predict@a", "predict_stacked@l", "evaluate"}
+
+
+def test_an_experiment_on_one_model_reruns_its_stages_and_shows_in_the_metrics(built, tmp_path):
+    repo = clone(built[0], tmp_path / "r")
+    exp = repo.dvc("exp", "run", "-S", "train.stacked.l.lr=0.05")  # nothing reads l but its stages and evaluate
+    assert ran(exp) == {"train_stacked@l", "predict_stacked@l", "evaluate"}
+    changed = json.loads(repo.dvc("metrics", "diff", "--json").stdout)["metrics/summary.json"]
+    assert any(k.startswith("l.") for k in changed) and not any(k.startswith("a.") for k in changed)
+    train = json.loads(repo.dvc("metrics", "diff", "--json", "--targets", "metrics/train/l.json",
+                                "metrics/train/a.json").stdout)
+    assert "metrics/train/l.json" in train and "metrics/train/a.json" not in train  # details on request
+    show = repo.dvc("exp", "show", "--no-pager", "--csv")
+    assert "train.stacked.l.lr" in show.stdout and "0.05" in show.stdout
+    plots = json.loads(repo.dvc("plots", "diff", "--json").stdout)["data"]
+    assert any("roc.csv" in name for name in plots) and any("live/l" in name for name in plots)
+
+
+def test_a_stacked_model_follows_the_model_its_backbone_comes_from(built, tmp_path):
+    repo = clone(built[0], tmp_path / "r")
+    _set(repo.path, train__models__a__lr=0.05)
+    assert ran(repo.dvc("repro", "train@a")) == {"train@a"}
+    status = repo.dvc("status").stdout
+    assert repo.stale() == {"train_stacked@l", "predict@a", "evaluate"}, status
+    assert "models/a" in status.split("train_stacked@l:")[1].split("\n\n")[0]  # the LSTM's frozen backbone is a's
+
+
+def test_a_labelled_set_the_models_never_saw_is_scored_by_its_own_stage(built, tmp_path):
+    if not (FFPP / "original_sequences").is_dir():
+        pytest.skip(f"FaceForensics++ pairs not present at {FFPP}")
+    repo = clone(built[0], tmp_path / "r")
+    _set(repo.path, evaluate__external={"ffpp": str(FFPP)})
+    assert ran(repo.dvc("repro", "evaluate_external@ffpp")) == {"evaluate_external@ffpp"}
+    ext = json.loads((repo.path / "metrics/external/ffpp/metrics.json").read_text())
+    assert ext["ensemble"]["n"] == 4 and set(ext["by_method"]) == {"Deepfakes", "FaceSwap"}
+    assert "metrics/external/ffpp/metrics.json" in repo.dvc("metrics", "show", "--json").stdout
+
+
+def test_metrics_diff_and_exp_show_work_in_a_fresh_clone_without_a_dvc_cache(built, tmp_path):
+    """Two committed runs; a clone with no DVC cache and no remote compares them (the metrics live in git),
+    and `dvc exp show` with its default options shows the ensemble's headline in a 120-column terminal."""
+    work = clone(built[0], tmp_path / "work")
+    _set(work.path, evaluate__method="given", evaluate__weights={"a": 4.0, "l": 1.0})
+    assert ran(work.dvc("repro")) == {"evaluate"}
+    _git(work.path, "commit", "-qam", "run 2: given weights")
+    fresh = clone(work, tmp_path / "fresh", cache=False)
+    assert not (fresh.path / ".dvc" / "cache").exists()
+    runs = [json.loads(_git(fresh.path, "show", f"{rev}:metrics/summary.json")) for rev in ("HEAD~1", "HEAD")]
+    assert runs[0]["ensemble"]["log_loss"] != runs[1]["ensemble"]["log_loss"]
+    diff = fresh.dvc("metrics", "diff", "HEAD~1")
+    assert "failed to load" not in diff.stdout + diff.stderr, diff.stderr
+    line = next(li for li in diff.stdout.splitlines() if re.search(r"\bensemble\.log_loss\b", li))
+    shown = [float(v) for v in re.findall(r"\d+\.\d+", line)]
+    for r in runs:  # both revisions' values, to DVC's 5 digits
+        assert any(abs(v - r["ensemble"]["log_loss"]) < 1e-4 for v in shown), line
+    show = in_terminal(["dvc", "exp", "show"], fresh.path, fresh.env, columns=120)
+    lines = [li for li in show.splitlines() if li.strip()]
+    assert lines and max(len(li) for li in lines) <= 120, show
+    header = next(li for li in lines if "Experiment" in li)
+    assert re.search(r"ensemble\.log_loss\s+ensemble\.auc\s+ensemble\.degraded_log_loss", header), show
+    row = next(li for li in lines if li.split()[0] in ("master", "main", "workspace"))
+    assert f"{runs[1]['ensemble']['log_loss']:.5g}"[:6] in row, show  # the number itself, not an ellipsis
+
+
+def test_a_new_model_family_is_one_file_and_one_row(built, tmp_path):
+    """docs/models.md's worked example, as the page has it: a family module, its name among the families, a row
+    in the table."""
+    guide = (REPO / "docs/models.md").read_text().split("## Add a model family", 1)[1]
+    family = re.search(r"```python\n(.*?)```", guide, re.S).group(1)
+    repo = clone(built[0], tmp_path / "r")
+    (repo.path / "dfdc/models/tinynet.py").write_text(family)
+    registry = repo.path / "dfdc/models/registry.py"
+    registry.write_text(registry.read_text().replace(
+        "from dfdc.models import foundation, image, sequence, video3d, wsdan",
+        "from dfdc.models import foundation, image, sequence, tinynet, video3d, wsdan").replace(
+        "for family in (image, video3d, sequence, wsdan, foundation):",
+        "for family in (image, video3d, sequence, wsdan, foundation, tinynet):"))
+    assert registry.read_text().count("tinynet") == 2  # the two edits the page shows
+    _set(repo.path, train__models__t={"arch": "tinynet", "inputs": "crops", "input_size": 32, "epochs": 1,
+                                      "batch_size": 8, "lr": 0.001})
+    assert ran(repo.dvc("repro", "predict@t")) == {"train@t", "predict@t"}
+    assert (repo.path / "models/t/best.pt").is_file()
+    scored = pd.read_parquet(repo.path / "data/preds/t/videos.parquet")
+    assert len(scored) and scored["prob"].between(0, 1).all()
