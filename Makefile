@@ -1,5 +1,5 @@
-# Two entry points: `make demo` and `make test`. Both create .venv once;
-# a second run installs nothing (the stamp is newer than requirements.txt).
+# Two entry points: `make demo` and `make test` (`make test-fast`: the unit tier alone). All create
+# .venv once; a second run installs nothing (the stamp is newer than requirements.txt).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # dvc.yaml's stage commands call `python`: make it the venv's
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test clean-venv
+.PHONY: demo test test-fast clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not integration"
 
 clean-venv:
 	rm -rf $(VENV)

@@ -131,9 +131,9 @@ def _crop_pairs(crops: pd.DataFrame, crops_dir: Path) -> list[tuple[np.ndarray, 
     return pairs
 
 
-def bench_predict(root: str | Path, models: list, settings, frames: int = 32, detect_every: int = 10,
-                  workers: int = 2, device: torch.device | str = "cpu") -> dict:
-    """`dfdc predict` seconds per video next to the decode floor, with `dfdc predict`'s resolved ``settings``.
+def bench_predict(root: str | Path, scoring, workers: int = 2) -> dict:
+    """`dfdc predict` seconds per video next to the decode floor, with `dfdc predict`'s loaded ``scoring``
+    (:class:`dfdc.inference.load.Scoring`: models, resolved settings, device).
 
     The decode / detect / classify split is the time each video spent in each
     step within its worker thread; with ``workers`` videos in flight the three
@@ -145,16 +145,13 @@ def bench_predict(root: str | Path, models: list, settings, frames: int = 32, de
     if not files:
         raise FileNotFoundError(f"no .mp4 video under {root} to benchmark")
     floor = decode_floor(files)
-    dev = torch.device(device)
-    det = FaceDetector(device=str(dev), **settings.detector)
-    tta = settings.tta
-    results, total = _timed(predict_videos, files, models, det, frames=frames, detect_every=detect_every,
-                            strategy=settings.strategy, tta=tta, margins=settings.margins, link=settings.link,
-                            workers=workers, device=dev, progress=False)
+    s, models = scoring.settings, scoring.models
+    det = FaceDetector(device=str(scoring.device), **s.detector)
+    results, total = _timed(predict_videos, files, scoring, det, workers=workers, progress=False)
     n = len(files)
     part = {k: sum(r.timings.get(k, 0.0) for r in results) / n for k in ("decode", "detect", "classify", "clips")}
-    return {"dataset": str(root), "videos": n, "models": " + ".join(m.name for m in models), "frames": frames,
-            "detect_every": detect_every, "tta": tta, "workers": workers,
+    return {"dataset": str(root), "videos": n, "models": " + ".join(m.name for m in models), "frames": s.frames,
+            "detect_every": s.detect_every, "tta": s.tta, "workers": workers,
             "floor_s": floor / n, "total_s": total / n, **{f"{k}_s": v for k, v in part.items()},
             "ratio_to_floor": total / floor, "scored": sum(1 for r in results if not r.reason)}
 
@@ -238,7 +235,7 @@ def bench_clip_models(names: tuple[str, ...] = CLIP_MODELS, clip_len: int = 5, s
     """Training clips per second of each clip model: AdamW steps on random (batch, 3, clip_len, size, size) clips.
 
     Models whose name starts with a ``frozen`` prefix train with the backbone frozen, as
-    seed 002's LSTM does. The first step (allocation, kernel choice) is not timed.
+    the 15th place's LSTM does. The first step (allocation, kernel choice) is not timed.
     """
     import torch.nn.functional as F
 

@@ -2,8 +2,8 @@
 
 For each N it generates the dataset (the sample generator, low resolution, 1 to
 1.5 s per video), lays out a DVC project tracking it through a manifest (as a
-DFDC-size dataset should be tracked), runs `index`, `detect`, `crops`, `diffs`
-and `clips` one after the other as their own processes (wall time and peak
+DFDC-size dataset should be tracked), runs `index`, `detect`, `crops` (with the
+fakes' diff masks) and `clips` one after the other as their own processes (wall time and peak
 resident memory of the largest process of each, from ``wait4``), records them
 with ``dvc commit``, then times ``dvc status`` and a no-op ``dvc repro`` and
 counts every output's files. A handful of generated 1080p 10 s videos give the
@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["index", "detect", "crops", "diffs", "clips"]
+STAGES = ["index", "detect", "crops", "clips"]
 DFDC_VIDEOS = 128_154
 DFDC_REAL_SHARE = 19_154 / 119_154  # the DFDC training set's reals among its videos
 DFDC_PARTS = 50
@@ -85,7 +85,7 @@ def _project(repo: Path, dataset: Path, workers: int) -> None:
             shutil.copy(src, repo / name)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"] = {"root": str(dataset), "deps": "data/manifest.tsv"}
-    for section in ("index", "detect", "crops", "diffs", "clips"):
+    for section in ("index", "detect", "crops", "clips"):
         params[section]["workers"] = workers
     params["detect"]["device"] = "cpu"
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -167,7 +167,7 @@ def decode_cost(index_path: Path, every: int = 10) -> dict[str, float]:
 def unit_costs(repo: Path) -> dict[str, dict[str, float]]:
     """CPU seconds (every thread of this process) and wall seconds per unit of each stage's work on the
     project ``repo`` has built, in this process and without any process start: per video for `index`,
-    `crops` and `clips`, per real for `detect`, per fake crop's video for `diffs`."""
+    `crops` (the fakes' diff masks included) and `clips`, per real for `detect`."""
     import pandas as pd
     import torch
 
@@ -178,13 +178,12 @@ def unit_costs(repo: Path) -> dict[str, dict[str, float]]:
     from dfdc.preprocess.clips import clip_chunked
     from dfdc.preprocess.crops import crop_chunked
     from dfdc.preprocess.detect import detect_rows
-    from dfdc.preprocess.diffs import diff_chunked
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
     index = pd.read_parquet(repo / "data" / "index.parquet")
     faces = pd.read_parquet(repo / "data" / "faces.parquet")
     reals = index[index["label"] == 0].sort_values("video")
-    n, n_real, n_fake = len(index), len(reals), int((index["label"] == 1).sum())
+    n, n_real = len(index), len(reals)
     detect = DetectParams(**{**params["detect"], "device": "cpu"})
     clips = ClipsParams(**params["clips"])
     threads = torch.get_num_threads()
@@ -206,10 +205,8 @@ def unit_costs(repo: Path) -> dict[str, dict[str, float]]:
             cost("detect", n_real, lambda: detect_rows(reals, det, every=detect.every, min_track=detect.min_track,
                                                        max_gap=detect.max_gap, min_iou=detect.min_iou, workers=1,
                                                        progress=False))
-            crops = cost("crops", n, lambda: crop_chunked(index, faces, Path(tmp) / "c", margin=params["crops"]["margin"],
-                                                          workers=0, chunk=params["crops"]["chunk"], progress=False))[0]
-            cost("diffs", n_fake, lambda: diff_chunked(crops, Path(tmp) / "c", Path(tmp) / "d", workers=0,
-                                                       progress=False))
+            cost("crops", n, lambda: crop_chunked(index, faces, Path(tmp) / "c", margin=params["crops"]["margin"],
+                                                  workers=0, chunk=params["crops"]["chunk"], progress=False))
             cost("clips", n, lambda: clip_chunked(index, faces, Path(tmp) / "k", window=clips.window,
                                                   stride=clips.stride, per_track=clips.per_track, size=clips.size,
                                                   margin=clips.margin, codec=clips.codec, crf=clips.crf, workers=0,
@@ -220,9 +217,8 @@ def unit_costs(repo: Path) -> dict[str, dict[str, float]]:
 
 
 def _per_video(row: dict[str, Any]) -> dict[str, float]:
-    """Seconds per unit of each stage: per real for `detect`, per fake for `diffs`, per video otherwise."""
-    units = {"index": row["videos"], "detect": row["reals"], "crops": row["videos"], "diffs": row["fakes"],
-             "clips": row["videos"]}
+    """Seconds per unit of each stage: per real for `detect`, per video otherwise."""
+    units = {"index": row["videos"], "detect": row["reals"], "crops": row["videos"], "clips": row["videos"]}
     return {s: row["stages"][s]["wall_s"] * row["workers"] / max(units[s], 1) for s in STAGES}
 
 
@@ -231,7 +227,7 @@ def extrapolate(hd: dict[str, Any], cores: int = 16, videos: int = DFDC_VIDEOS) 
     time x processes per unit) x DFDC's units / ``cores``, i.e. perfect scaling over ``cores`` processes."""
     per = {s: c["cpu_s"] for s, c in hd["units"].items()} if hd.get("units") else _per_video(hd)
     reals = round(videos * DFDC_REAL_SHARE)
-    units = {"index": videos, "detect": reals, "crops": videos, "diffs": videos - reals, "clips": videos}
+    units = {"index": videos, "detect": reals, "crops": videos, "clips": videos}
     hours = {s: per[s] * units[s] / cores / 3600 for s in STAGES}
     twice = hd["decode"]["sampled_s"] * reals / cores / 3600
     return {"per_unit_s": per, "hours": hours, "total_h": sum(hours.values()), "cores": cores, "videos": videos,
@@ -244,8 +240,7 @@ def dfdc_file_counts(params: dict[str, Any], videos: int = DFDC_VIDEOS, parts: i
     detect = parts * math.ceil(reals_per_part / params["detect"]["chunk"])
     crops = parts * math.ceil(reals_per_part / params["crops"]["chunk"])
     clips = parts * math.ceil(reals_per_part / params["clips"]["chunk"])
-    return {"data/detect": 2 * detect + 1, "data/crops": 3 * crops + 1, "data/diffs": 2 * crops + 1,
-            "data/clips": 3 * clips + 1}
+    return {"data/detect": 2 * detect + 1, "data/crops": 4 * crops + 1, "data/clips": 3 * clips + 1}
 
 
 def bench_scale(ns: list[int], hd_reals: int = 2, workers: int = 2, work: str | Path | None = None,
@@ -296,8 +291,7 @@ def format_scale(result: dict[str, Any]) -> str:
         per = dfdc["per_unit_s"]
         text += ("\n\n| 1080p, 10 s | CPU s per unit | DFDC units | hours on "
                  f"{dfdc['cores']} cores |\n|---|---|---|---|\n")
-        units = {"index": dfdc["videos"], "detect": dfdc["reals"], "crops": dfdc["videos"],
-                 "diffs": dfdc["videos"] - dfdc["reals"], "clips": dfdc["videos"]}
+        units = {"index": dfdc["videos"], "detect": dfdc["reals"], "crops": dfdc["videos"], "clips": dfdc["videos"]}
         for s in STAGES:
             text += f"| `{s}` | {per[s]:.2f} | {units[s]:,} | {dfdc['hours'][s]:.1f} |\n"
         text += f"| total | | {dfdc['videos']:,} videos | {dfdc['total_h']:.1f} |"

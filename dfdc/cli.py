@@ -40,7 +40,25 @@ def _cmd_exp_args(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_summary(args: argparse.Namespace) -> int:
+def _cmd_deps(args: argparse.Namespace) -> int:
+    from dfdc.deps import check_or_write
+
+    stale = check_or_write(args.dvc_yaml, write=args.write)
+    if not stale:
+        print(f"deps: every stage's code deps in {args.dvc_yaml} are the modules it imports")
+        return 0
+    if args.write:
+        print(f"deps: wrote the code deps of {', '.join(stale)} in {args.dvc_yaml}")
+        return 0
+    print(f"deps: the code deps of {', '.join(stale)} in {args.dvc_yaml} are not the modules they import; "
+          "run `dfdc deps --write`", file=sys.stderr)
+    return 1
+
+
+SUMMARY_BEGIN, SUMMARY_END = "<!-- dfdc summary: begin -->", "<!-- dfdc summary: end -->"
+
+
+def _summary(index: Path, metrics: Path, degraded: Path) -> str:
     import json
 
     import pandas as pd
@@ -48,18 +66,29 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     from dfdc.datasets.index import summarize_index
     from dfdc.eval.report import format_metrics_table
 
-    index, metrics = Path(args.index), Path(args.metrics)
     if not index.exists():
-        print(f"{index}: not built yet (run `dvc repro`)")
-        return 0
-    print(summarize_index(pd.read_parquet(index)))
+        return f"{index}: not built yet (run `dvc repro`)"
+    lines = [summarize_index(pd.read_parquet(index))]
     if metrics.exists():
-        degraded = Path(args.degraded)
-        print(f"holdout metrics ({metrics}{', ' + str(degraded) if degraded.exists() else ''}):")
-        print(format_metrics_table(json.loads(metrics.read_text()),
-                                   json.loads(degraded.read_text()) if degraded.exists() else None))
+        lines.append(f"holdout metrics ({metrics}{', ' + str(degraded) if degraded.exists() else ''}):")
+        lines.append(format_metrics_table(json.loads(metrics.read_text()),
+                                          json.loads(degraded.read_text()) if degraded.exists() else None))
     else:
-        print(f"{metrics}: not built yet (run `dvc repro`)")
+        lines.append(f"{metrics}: not built yet (run `dvc repro`)")
+    return "\n".join(lines)
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    text = _summary(Path(args.index), Path(args.metrics), Path(args.degraded))
+    print(text)
+    if args.write:
+        page = Path(args.write)
+        doc = page.read_text() if page.exists() else ""
+        if SUMMARY_BEGIN not in doc or SUMMARY_END not in doc:
+            raise ValueError(f"{page}: no {SUMMARY_BEGIN} ... {SUMMARY_END} block to write the summary into")
+        head, rest = doc.split(SUMMARY_BEGIN, 1)
+        page.write_text(f"{head}{SUMMARY_BEGIN}\n```\n{text}\n```\n{SUMMARY_END}{rest.split(SUMMARY_END, 1)[1]}")
+        print(f"summary: written into {page}")
     return 0
 
 
@@ -109,8 +138,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     scoring = load_scoring(args, first_only=not args.models)
     for root in roots:
         print(f"bench predict: {root} ...", flush=True)
-        rows.append(bench_predict(root, scoring.models, scoring.settings, frames=args.frames,
-                                  detect_every=args.detect_every, workers=args.workers, device=scoring.device))
+        rows.append(bench_predict(root, scoring, workers=args.workers))
     print(format_predict_table(rows))
     return 0
 
@@ -129,7 +157,8 @@ def load_scoring(args: argparse.Namespace, first_only: bool = False):
     from dfdc.inference.load import load_scoring as load
 
     flags = {k: getattr(args, k, None) for k in ("thresholds", "min_score", "min_face_size", "max_faces", "min_iou",
-                                                  "max_gap", "margin", "strategy", "tta")}
+                                                  "max_gap", "margin", "strategy", "tta", "frames", "detect_every",
+                                                  "clip_windows")}
     return load(models=args.models, ensemble_file=args.ensemble, models_dir=args.models_dir, device=args.device,
                 params=args.params, flags=flags, first_only=first_only)
 
@@ -137,7 +166,6 @@ def load_scoring(args: argparse.Namespace, first_only: bool = False):
 def _cmd_predict(args: argparse.Namespace) -> int:
     import time
 
-    from dfdc.faces.detector import FaceDetector
     from dfdc.inference.video import list_inputs, predict_videos, write_report, write_submission
 
     inputs = list_inputs(args.videos_dir)
@@ -146,12 +174,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     for note in scoring.notes:
         print(note, file=sys.stderr)
     s = scoring.settings
-    detector = FaceDetector(device=str(scoring.device), **s.detector)
-    results = predict_videos(inputs.files, scoring.models, detector, frames=args.frames,
-                             detect_every=args.detect_every, strategy=s.strategy, tta=s.tta, margins=s.margins,
-                             link=s.link, workers=args.workers, device=scoring.device,
-                             thumbs=args.report is not None, temperature=s.temperature,
-                             clip_windows=args.clip_windows)
+    results = predict_videos(inputs.files, scoring, workers=args.workers, thumbs=args.report is not None)
     write_submission(results, args.out)
     if args.report:
         for r in results:
@@ -179,7 +202,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(note, file=sys.stderr)
     out_dir = Path(args.out_dir or Path("evaluations") / Path(args.videos_root).resolve().name)
     doc, ens, results = evaluate_folder(args.videos_root, scoring, labels=args.labels, n_boot=args.bootstrap,
-                                        frames=args.frames, detect_every=args.detect_every, workers=args.workers)
+                                        workers=args.workers)
     path = write_evaluation(doc, ens, results, out_dir)
     print(format_metrics_table(doc))
     s = doc["scored"]
@@ -307,10 +330,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default="params.yaml", help="the params file it applies to (default params.yaml)")
     p.set_defaults(func=_cmd_exp_args)
 
+    p = sub.add_parser("deps", help="check (or --write) every stage's code deps in dvc.yaml against the modules it "
+                                    "imports")
+    p.add_argument("--write", action="store_true", help="rewrite the stale deps lists")
+    p.add_argument("--dvc-yaml", default="dvc.yaml")
+    p.set_defaults(func=_cmd_deps)
+
     p = sub.add_parser("summary", help="print what the pipeline has produced")
     p.add_argument("--index", default="data/index.parquet")
-    p.add_argument("--metrics", default="metrics/ensemble.json")
-    p.add_argument("--degraded", default="metrics/degraded.json")
+    p.add_argument("--metrics", default="metrics/details/clean.json")
+    p.add_argument("--degraded", default="metrics/details/degraded.json")
+    p.add_argument("--write", metavar="PAGE", help="also write it into PAGE between its dfdc summary markers "
+                                                   "(docs/results.md)")
     p.set_defaults(func=_cmd_summary)
     return ap
 

@@ -1,8 +1,9 @@
 """Presets as DVC experiments: a preset file -> the `dvc exp run -S` overrides that apply it to params.yaml.
 
-A group of ``train`` that the preset names replaces that group whole (each entry of
-params.yaml's group is removed, each of the preset's added); every other value the
-preset holds is set leaf by leaf. The overrides use DVC's Hydra grammar
+A preset that names the model table (``train.models`` or ``train.stacked``) replaces the
+table whole: every entry of params.yaml's table is removed and each of the preset's added
+(a stacked entry of params.yaml would otherwise name a backbone the preset removed). Every
+other value the preset holds is set leaf by leaf. The overrides use DVC's Hydra grammar
 (``~key`` removes, ``++key=value`` adds or overrides).
 """
 from __future__ import annotations
@@ -51,12 +52,14 @@ def preset_overrides(preset: dict[str, Any], params: dict[str, Any]) -> list[str
     out: list[str] = []
     for section, body in preset.items():
         if section == "train" and isinstance(body, dict):
+            table = [g for g in GROUPS if g in body]
             current = params.get("train") or {}
+            for group in GROUPS if table else ():
+                out += [f"~train.{group}.{name}" for name in (current.get(group) or {})]
             for key, value in body.items():
                 if key in GROUPS:
                     if not isinstance(value, dict):
                         raise ValueError(f"train.{key}: a preset's group must be a mapping of model entries")
-                    out += [f"~train.{key}.{name}" for name in (current.get(key) or {})]
                     out += [f"++train.{key}.{name}={hydra_value(entry)}" for name, entry in value.items()]
                 else:
                     out += [f"++{k}={hydra_value(v)}" for k, v in _leaves(f"train.{key}", value)]

@@ -62,10 +62,10 @@ def read_meta(path: str | Path) -> dict:
     return json.loads(raw) if raw else {}
 
 
-def write_json(obj: Any, path: str | Path) -> None:
-    """Write JSON atomically (sorted keys, indented)."""
+def write_json(obj: Any, path: str | Path, sort_keys: bool = True) -> None:
+    """Write JSON atomically (indented; keys sorted unless ``sort_keys`` is False: in insertion order)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=sort_keys, default=_jsonable) + "\n")
 
 
 def file_sha256(path: str | Path) -> str:

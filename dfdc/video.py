@@ -18,8 +18,6 @@ from typing import Iterable, Iterator, Sequence
 import cv2
 import numpy as np
 
-cv2.setNumThreads(1)
-
 
 class VideoError(RuntimeError):
     """A video cannot be read or written."""
@@ -217,7 +215,8 @@ def x264_command(out: str | Path, width: int, height: int, fps: float, crf: int 
     """The ffmpeg command that encodes yuv420p frames from stdin into an H.264 MP4 at ``out``."""
     cmd = [ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "yuv420p",
            "-s", f"{width}x{height}", "-r", f"{fps}", "-i", "-", "-c:v", "libx264", "-preset", preset,
-           "-crf", str(crf), "-threads", str(threads), *(a for k, v in x264_options().items() for a in (f"-{k}", v)), "-movflags", "+faststart"]
+           "-crf", str(crf), "-threads", str(threads), "-movflags", "+faststart"]
+    cmd += [a for k, v in x264_options().items() for a in (f"-{k}", v)]
     if tune:
         cmd += ["-tune", tune]
     return cmd + [str(out)]

@@ -1,4 +1,5 @@
-"""DVC stage `crops`: face crops of every video, real and fake, at its original's boxes."""
+"""DVC stages `crops` and `crops_degraded`: face crops of every video, real and fake, at its original's boxes,
+with each fake crop's SSIM diff mask (not for the degraded holdout: nothing trains on it)."""
 from __future__ import annotations
 
 import argparse
@@ -18,19 +19,26 @@ def main() -> None:
     ap.add_argument("--out-dir", default="data/crops")
     ap.add_argument("--out", default="data/crops.parquet")
     ap.add_argument("--status", default="data/crops_status.parquet")
+    ap.add_argument("--no-masks", dest="masks", action="store_false", help="no SSIM diff masks of the fakes")
     args = ap.parse_args()
     p = CropsParams.load(args.params)
     crops, status, run = crop_chunked(pd.read_parquet(args.index), pd.read_parquet(args.faces), args.out_dir,
-                                      margin=p.margin, workers=p.workers, chunk=p.chunk)
+                                      margin=p.margin, workers=p.workers, chunk=p.chunk, masks=args.masks)
     faces_meta = read_meta(args.faces)
     # what cut these crops travels with them, into every checkpoint trained on them
     meta = {"detect": faces_meta.get("detect"), "crops": p.provenance(), "data": read_meta(args.index).get("data")}
     write_parquet(crops, args.out, meta=meta)
     write_parquet(status, args.status)
     orphan = int(status["error"].eq("original has no faces").sum())
+    masks = ""
+    if args.masks:
+        fake = crops[crops["label"] == 1]
+        made = fake["mask"] != ""
+        masks = (f"; {int(made.sum())} diff masks (mean difference {fake.loc[made, 'mask_mean'].mean():.3f}), "
+                 f"{int((~made).sum())} fake crops without a usable original crop")
     print(f"crops: {len(crops)} crops from {int(status['ok'].sum())} of {len(status)} videos; "
           f"{orphan} fakes got no crops because their original has no face; "
-          f"{int(status['error'].str.startswith('shorter').sum())} shorter than their original; {run}")
+          f"{int(status['error'].str.startswith('shorter').sum())} shorter than their original{masks}; {run}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,10 @@
 """DVC stage `evaluate`: metrics of each model and the ensemble on the clean and the degraded holdout,
-plots, and the ensemble file that `dfdc predict` reads."""
+plots, and the ensemble file that `dfdc predict` reads.
+
+`metrics/summary.json` holds the headline numbers (DVC's metrics: `dvc exp show`, `dvc metrics diff`);
+`metrics/details/{clean,degraded}.json` every table (`dvc metrics show --targets FILE`). All three are
+small and kept in git, so any clone diffs against any commit without a DVC remote.
+"""
 from __future__ import annotations
 
 import argparse
@@ -13,30 +18,33 @@ from dfdc.config.evaluate import EvaluateParams
 from dfdc.config.folds import FoldsParams
 from dfdc.config.train import TrainParams
 from dfdc.eval.plots import write_plots
-from dfdc.eval.report import evaluate, format_metrics_table
+from dfdc.eval.report import evaluate, format_metrics_table, headline
 from dfdc.inference.ensemble import write_ensemble
 from dfdc.store import read_meta, write_json
 
+DEGRADED = "degraded"  # each model's degraded-holdout tables, in this subfolder of its predictions
 
-def _read(folder: Path, names: list[str], params: str) -> tuple[dict, dict, dict]:
+
+def _read(folder: Path, names: list[str], params: str, degraded: bool = False) -> tuple[dict, dict, dict]:
     preds, frames, metas = {}, {}, {}
     for name in names:
-        path = folder / name / "videos.parquet"
+        where = folder / name / DEGRADED if degraded else folder / name
+        path = where / "videos.parquet"
         if not path.exists():
             raise ParamsError(f"{params}: evaluate.models: no predictions for {name!r} at {path}")
         preds[name], metas[name] = pd.read_parquet(path), read_meta(path)
-        frames[name] = pd.read_parquet(folder / name / "frames.parquet")
+        frames[name] = pd.read_parquet(where / "frames.parquet")
     return preds, frames, metas
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--preds", default="data/preds", help="folder with one subfolder per model")
-    ap.add_argument("--degraded", default="data/preds_degraded", help="the same for the degraded holdout")
+    ap.add_argument("--preds", default="data/preds", help=f"one folder per model (the degraded holdout in its "
+                                                           f"{DEGRADED}/)")
     ap.add_argument("--index", default="data/index.parquet", help="method and dataset of each video")
-    ap.add_argument("--out", default="metrics/ensemble.json")
-    ap.add_argument("--out-degraded", default="metrics/degraded.json")
+    ap.add_argument("--summary", default="metrics/summary.json")
+    ap.add_argument("--details", default="metrics/details", help="gets clean.json and degraded.json")
     ap.add_argument("--plots", default="metrics/plots")
     ap.add_argument("--ensemble", default="models/ensemble.json", help="the scored ensemble, for `dfdc predict`")
     args = ap.parse_args()
@@ -49,22 +57,21 @@ def main() -> None:
                          "rerun their predict stages")
     strategy, tta = scoring.pop()
     info = pd.read_parquet(args.index, columns=["video", "original", "method", "dataset"])
-    kw = {"info": info, "n_splits": p.splits, "n_boot": p.bootstrap}
-    metrics, ens = evaluate(preds, frames=frames, method=p.method, weights=p.weights or None,
-                            calibrate=p.calibrate, **kw)
+    metrics, ens = evaluate(preds, frames=frames, info=info, params=p)
     left_out = FoldsParams.load(args.params).leave_out
     if left_out is not None:  # the generalisation measurement: a manipulation no model trained on
         metrics["leave_out"] = {"method": left_out, **metrics.get("by_method", {}).get(left_out, {})}
-    write_json(metrics, args.out)
     write_plots(preds, ens, args.plots, calibrated=ens.attrs["calibrated"])
-    weights = metrics["ensemble"]["weights"]
-    dpreds, dframes, _ = _read(Path(args.degraded), names, args.params)
+    dpreds, dframes, _ = _read(Path(args.preds), names, args.params, degraded=True)
     # each degraded video with the weights and temperature of its clean twin's split: fitted without it
-    degraded, _ = evaluate(dpreds, frames=dframes, fitted=ens.attrs, **kw)
-    write_json(degraded, args.out_degraded)
+    degraded, _ = evaluate(dpreds, frames=dframes, info=info, params=p, fitted=ens.attrs)
+    write_json(metrics, Path(args.details) / "clean.json")
+    write_json(degraded, Path(args.details) / "degraded.json")
+    write_json(headline(metrics, degraded), args.summary, sort_keys=False)
     members = {}
     for n in names:
-        members[n] = {"checkpoint": metas[n]["checkpoint"], "sha256": metas[n]["sha256"], "weight": weights[n]}
+        members[n] = {"checkpoint": metas[n]["checkpoint"], "sha256": metas[n]["sha256"],
+                      "weight": metrics["ensemble"]["weights"][n]}
         if strategy == "thresholds":
             source = Path(args.preds) / n / "thresholds.json"
             members[n] |= {"rules": json.loads(source.read_text())["rules"], "rules_from": source.as_posix()}

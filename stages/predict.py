@@ -1,32 +1,38 @@
-"""DVC stage `predict@MODEL`: score every holdout video with the model's best checkpoint."""
+"""DVC stages `predict@MODEL` / `predict_stacked@MODEL`: score the holdout with the model's best checkpoint,
+clean and degraded, in one process.
+
+The "thresholds" strategy's rules are fitted on the clean holdout (cross-fitted over its originals); each
+degraded video is then scored with the rules its clean twin was scored with, fitted without it.
+"""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 import pandas as pd
 
 from dfdc.config.folds import FoldsParams
 from dfdc.config.predict import PredictParams
 from dfdc.device import pick_device
-from dfdc.inference.holdout import holdout_videos, score_holdout
+from dfdc.eval.holdout import holdout_videos, score_holdout
 from dfdc.inference.scorer import from_checkpoint
+from dfdc.models.checkpoint import CheckpointError
 from dfdc.store import atomic_path, file_sha256, write_json, write_parquet
-from dfdc.train.checkpoint import CheckpointError
+
+DEGRADED = "degraded"  # the degraded holdout's tables, in this subfolder of the output
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--checkpoint", required=True)
-    ap.add_argument("--crops", default="data/crops.parquet")
-    ap.add_argument("--crops-dir", default="data/crops")
+    ap.add_argument("--inputs", required=True, help="the holdout's inputs table: crops or clips")
+    ap.add_argument("--inputs-dir", required=True, help="its shards")
+    ap.add_argument("--degraded", required=True, help="the same table of the degraded holdout")
+    ap.add_argument("--degraded-dir", required=True, help="its shards")
     ap.add_argument("--folds", default="data/folds.parquet")
-    ap.add_argument("--out-dir", required=True, help="gets videos.parquet, frames.parquet and thresholds.json")
-    ap.add_argument("--rules-from", help="thresholds.json of the clean holdout: strategy 'thresholds' scores each "
-                                         "video with the rules fitted without it there, instead of fitting anew")
+    ap.add_argument("--out-dir", required=True, help=f"gets videos.parquet, frames.parquet, thresholds.json and "
+                                                     f"{DEGRADED}/ with the degraded holdout's two tables")
     args = ap.parse_args()
     p = PredictParams.load(args.params)
     holdout = FoldsParams.load(args.params).holdout
@@ -36,33 +42,30 @@ def main() -> int:
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    given = None
-    if args.rules_from and p.strategy == "thresholds" and model.spec.input == "frame":  # clip models: no rules
-        from dfdc.eval.thresholds import read_fit
-
-        _, given = read_fit(json.loads(Path(args.rules_from).read_text()), args.rules_from)
     videos = holdout_videos(pd.read_parquet(args.folds), holdout)
-    scored, frames, fit = score_holdout(model, pd.read_parquet(args.crops), videos, args.crops_dir,
-                                        strategy=p.strategy, tta=p.tta, batch_size=p.batch_size, device=device,
-                                        levels=p.thresholds.levels, splits=p.thresholds.splits,
-                                        rules_by_video=given)
+    scored, frames, fit = score_holdout(model, pd.read_parquet(args.inputs), videos, args.inputs_dir, scoring=p,
+                                        device=device)
+    rules = fit.rules_by_video() if fit is not None else None
+    degraded, dframes, _ = score_holdout(model, pd.read_parquet(args.degraded), videos, args.degraded_dir,
+                                        scoring=p, device=device, rules_by_video=rules)
     # which checkpoint and scoring made these numbers: `evaluate` writes them into the ensemble file
     meta = {"model": model.name, "checkpoint": args.checkpoint, "sha256": file_sha256(args.checkpoint),
             "strategy": p.strategy, "tta": p.tta}
     with atomic_path(args.out_dir, is_dir=True) as tmp:
-        tmp.mkdir(parents=True, exist_ok=True)
-        write_parquet(scored, tmp / "videos.parquet", meta=meta)
-        write_parquet(frames[["key", "video", "frame", "track", "label", "prob"]], tmp / "frames.parquet", meta=meta)
+        for folder, (s, f) in ((tmp, (scored, frames)), (tmp / DEGRADED, (degraded, dframes))):
+            folder.mkdir(parents=True, exist_ok=True)
+            write_parquet(s, folder / "videos.parquet", meta=meta)
+            write_parquet(f[["key", "video", "frame", "track", "label", "prob"]], folder / "frames.parquet", meta=meta)
         write_json({"strategy": p.strategy, **(fit.to_dict() if fit else {"rules": None})}, tmp / "thresholds.json")
-    rules = ""
+    how = ""
     if fit is not None:
-        how = ("each video scored with the rules fitted on the other originals" if fit.cross_fitted else
-               "too few originals to cross-fit: the holdout scored with the plain mean")
-        rules = f" (rules {[list(r) for r in fit.rules]} fitted on every video ship; {how})"
-    elif given is not None:
-        rules = f" (the rules fitted without each video in {args.rules_from})"
-    print(f"predict@{model.name}: {len(scored)} holdout videos ({int((scored['reason'] != '').sum())} without "
-          f"a face -> 0.5), {len(frames)} frames, strategy {p.strategy}{rules}, tta {p.tta}")
+        how = (" (rules " + str([list(r) for r in fit.rules]) + " fitted on every video ship; " +
+               ("each video scored with the rules fitted on the other originals, its degraded twin too)"
+                if fit.cross_fitted else "too few originals to cross-fit: both holdouts scored with the plain mean)"))
+    no_face = int((scored["reason"] != "").sum())
+    print(f"predict@{model.name}: {len(scored)} holdout videos ({no_face} without a face -> 0.5), {len(frames)} "
+          f"{'windows' if model.spec.input == 'clip' else 'crops'}; degraded: {len(dframes)}; strategy "
+          f"{p.strategy}{how}, tta {p.tta}")
     return 0
 
 

@@ -48,14 +48,14 @@ def _convert(tp: Any, value: Any, key: str, file: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # an optional value: the one type's own message
+            return _convert(options[0], value, key, file)
+        for a in options:
             try:
                 return _convert(a, value, key, file)
-            except ParamsError as e:
-                errors.append(str(e))
+            except ParamsError:
+                pass
         raise bad(" or ".join(getattr(a, "__name__", str(a)) for a in args))
     if origin is Literal:
         if value not in args:

@@ -11,8 +11,8 @@ from dfdc.config.base import Section, rng
 class ClipsParams(Section):
     """Face-track clips of every video, real and fake, at its original's tracks.
 
-    A clip is ``window`` frames, ``stride`` video frames apart (seed 001: 7 at 1/15 s,
-    i.e. stride 2 at 30 fps; seed 002: 5-frame windows; seed 000: 64 frames), cut at one
+    A clip is ``window`` frames, ``stride`` video frames apart (NTech: 7 at 1/15 s,
+    i.e. stride 2 at 30 fps; the 15th place: 5-frame windows; the Medics: 64 frames), cut at one
     square box per window (the union of the track's boxes over the window plus ``margin``)
     and resized to ``size`` px. ``per_track`` windows are spread evenly over each track.
     """
@@ -24,7 +24,7 @@ class ClipsParams(Section):
     per_track: int = rng(ge=1, default=2)
     size: int = rng(ge=16, default=64)
     margin: float = rng(ge=0, default=0.3)
-    codec: Literal["mp4", "png"] = "mp4"  # seed 000: lossy MP4 clips generalised better than PNG
+    codec: Literal["mp4", "png"] = "mp4"  # the Medics: lossy MP4 clips generalised better than PNG
     crf: int = rng(ge=0, le=51, default=18)  # x264 CRF of the stored MP4 clips
     workers: int = rng(ge=0, default=2)  # processes (0: in the stage's own process)
     chunk: int = rng(ge=1, default=64)  # originals (each with its fakes) per resumable chunk and shard

@@ -1,4 +1,4 @@
-"""`degrade`: a degraded copy of the holdout videos (seed 002's validation set)."""
+"""`degrade`: a degraded copy of the holdout videos (the 15th place's validation set)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -9,7 +9,7 @@ from dfdc.config.base import Section, rng
 
 @dataclass
 class ThresholdParams:
-    """The grid search of the "thresholds" strategy (seed 002), cross-fitted on the holdout."""
+    """The grid search of the "thresholds" strategy (the 15th place), cross-fitted on the holdout."""
 
     levels: int = rng(ge=1, le=4, default=3)  # rules tried in turn: (t1, k1), (t2, k2), ...
     splits: int = rng(ge=2, le=10, default=2)  # cross-fitting splits of the holdout's originals

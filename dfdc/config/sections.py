@@ -10,7 +10,6 @@ from dfdc.config.crops import CropsParams
 from dfdc.config.data import DataParams
 from dfdc.config.degrade import DegradeParams
 from dfdc.config.detect import DetectParams
-from dfdc.config.diffs import DiffsParams
 from dfdc.config.evaluate import EvaluateParams
 from dfdc.config.folds import FoldsParams
 from dfdc.config.index import IndexParams
@@ -19,7 +18,7 @@ from dfdc.config.sample import SampleParams
 from dfdc.config.train import TrainParams
 
 SECTIONS: dict[str, type] = {cls.SECTION: cls for cls in (
-    SampleParams, DataParams, IndexParams, DetectParams, CropsParams, DiffsParams, ClipsParams, FoldsParams,
+    SampleParams, DataParams, IndexParams, DetectParams, CropsParams, ClipsParams, FoldsParams,
     TrainParams, PredictParams, DegradeParams, EvaluateParams)}
 
 

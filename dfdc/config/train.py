@@ -1,11 +1,14 @@
-"""`train`: one entry per model, in groups by what the model reads.
+"""`train`: the model table, one entry per model.
 
-``train.models``: models trained on the face crops (``train@KEY``).
-``train.stacked``: models whose backbone starts from another entry's trained
-checkpoint (``backbone_from``), so DVC makes ``train_stacked@KEY`` depend on
-``models/<backbone_from>``. ``train.clips`` and ``train.clips_stacked``: the same
-for clip models, trained on the face-track clips (``train_clips@KEY``,
-``train_clips_stacked@KEY``). A key names one model across all groups.
+Every entry names its architecture and what it reads (``inputs``: the face
+``crops``, or the face-track ``clips``), checked against the architecture's spec
+when the params load. ``train.models`` holds the models that start from scratch
+or from published weights (``train@KEY``); ``train.stacked`` the ones whose
+backbone starts from another entry's trained checkpoint (``backbone_from``,
+``train_stacked@KEY``), which DVC must then depend on. Two groups, not one,
+because DVC 3's templating cannot make a dependency conditional: an entry without
+``backbone_from`` would depend on ``models/None``. A key names one model across
+both groups.
 """
 from __future__ import annotations
 
@@ -14,8 +17,8 @@ from typing import Literal
 
 from dfdc.config.base import Section, rng
 
-GROUPS = ("models", "stacked", "clips", "clips_stacked")
-STACKED = ("stacked", "clips_stacked")
+GROUPS = ("models", "stacked")
+INPUTS = {"crops": "frame", "clips": "clip"}  # what an entry reads -> the spec input of the models that eat it
 
 
 @dataclass
@@ -33,11 +36,11 @@ class AugmentParams:
 
 @dataclass
 class CutoutParams:
-    """Seed 004's dropouts, as probabilities per training crop (0: off; frame models only).
+    """The 1st place's dropouts, as probabilities per training crop (0: off; frame models only).
 
-    ``landmarks``: remove the eyes, the nose or the mouth along the 5 landmarks (seed 004: 0.7);
-    otherwise ``half_face``: black out half of the face region (seed 004: 0.2); then ``diff``: black
-    out a half or a quadrant pair, on a fake only where its SSIM diff mask stays visible (seed 004:
+    ``landmarks``: remove the eyes, the nose or the mouth along the 5 landmarks (the 1st place: 0.7);
+    otherwise ``half_face``: black out half of the face region (the 1st place: 0.2); then ``diff``: black
+    out a half or a quadrant pair, on a fake only where its SSIM diff mask stays visible (the 1st place:
     0.6 to 0.8). The landmarks and the diff mask follow every geometric augmentation.
     """
 
@@ -51,6 +54,9 @@ class ModelParams:
     """One model of the ensemble: `train.models.<key>` (or `train.stacked.<key>`)."""
 
     arch: str
+    # face crops (frame models) or face-track clips (clip models); required in a params file, where dvc.yaml
+    # reads data/<inputs>
+    inputs: Literal["crops", "clips"] | None = None
     input_size: int = rng(ge=16, default=224)
     epochs: int = rng(ge=1, default=10)
     batch_size: int = rng(ge=2, default=16)
@@ -65,10 +71,10 @@ class ModelParams:
     pretrained: str | None = None  # a local weights file, or "hub": the architecture's published weights
     backbone_from: str | None = None  # train.stacked only: the key whose best checkpoint gives the backbone
     augment: AugmentParams = field(default_factory=AugmentParams)
-    aligned_mixup: bool = False  # seed 001: mix each fake with its original's crop, target t ~ Beta(0.5, 0.5)
-    cutmix: float = rng(ge=0, le=1, default=0.0)  # share of batches CutMix'ed (3D cuboids for clip models; seed 000)
+    aligned_mixup: bool = False  # NTech: mix each fake with its original's crop, target t ~ Beta(0.5, 0.5)
+    cutmix: float = rng(ge=0, le=1, default=0.0)  # share of batches CutMix'ed (3D cuboids for clip models; the Medics)
     cutmix_alpha: float = rng(gt=0, default=1.0)  # the kept share ~ Beta(alpha, alpha)
-    codec_augment: float = rng(ge=0, le=1, default=0.0)  # clip models: share of clips re-encoded (seed 001)
+    codec_augment: float = rng(ge=0, le=1, default=0.0)  # clip models: share of clips re-encoded (NTech)
     cutout: CutoutParams = field(default_factory=CutoutParams)
     # the fakes it learns from: the dataset's, self-blended pseudo-fakes made from its real crops
     # (Shiohara and Yamasaki 2022), or both (frame models only)
@@ -84,59 +90,66 @@ class ModelParams:
 
 @dataclass
 class TrainParams(Section):
-    """Training: one entry per model; `dvc.yaml` runs one stage per entry of each group."""
+    """Training: the model table; `dvc.yaml` runs one stage per entry."""
 
     SECTION = "train"
 
     device: str = "auto"
     models: dict[str, ModelParams] = field(default_factory=dict)
     stacked: dict[str, ModelParams] = field(default_factory=dict)
-    clips: dict[str, ModelParams] = field(default_factory=dict)
-    clips_stacked: dict[str, ModelParams] = field(default_factory=dict)
 
     def validate(self) -> None:
-        seen_in: dict[str, str] = {}
-        for group in GROUPS:
-            for key in getattr(self, group):
-                if key in seen_in:
-                    raise ValueError(f"{group}.{key}: the key is also in train.{seen_in[key]}; a key names one "
-                                     "model")
-                seen_in[key] = group
-        for group in ("models", "clips"):
-            for key, p in getattr(self, group).items():
-                if p.backbone_from is not None:
-                    raise ValueError(f"{group}.{key}.backbone_from: only entries of train.stacked and "
-                                     "train.clips_stacked start from another model's checkpoint (DVC then depends "
-                                     "on it); move the entry there")
+        for key in self.stacked:
+            if key in self.models:
+                raise ValueError(f"stacked.{key}: the key is also in train.models; a key names one model")
+        for key, p in self.models.items():
+            if p.backbone_from is not None:
+                raise ValueError(f"models.{key}.backbone_from: an entry that starts from another model's "
+                                 "checkpoint goes under train.stacked (DVC then depends on that model); move it there")
+        for group, key, p in self.entries():
+            _check_inputs(f"{group}.{key}", p)
         known = self.all_models()
-        for group, key, p in ((g, k, p) for g in STACKED for k, p in getattr(self, g).items()):
+        for key, p in self.stacked.items():
             if not p.backbone_from:
-                raise ValueError(f"{group}.{key}.backbone_from: required: the key of the model whose trained "
+                raise ValueError(f"stacked.{key}.backbone_from: required: the key of the model whose trained "
                                  "backbone this one starts from")
             seen = [key]
             source = p.backbone_from
-            while True:
+            while source is not None:
                 if source not in known:
-                    raise ValueError(f"{group}.{key}.backbone_from: no model {source!r} "
+                    raise ValueError(f"stacked.{key}.backbone_from: no model {source!r} "
                                      f"(defined: {', '.join(sorted(known))})")
                 if source in seen:
-                    raise ValueError(f"{group}.{key}.backbone_from: a cycle: {' -> '.join(seen + [source])}")
+                    raise ValueError(f"stacked.{key}.backbone_from: a cycle: {' -> '.join(seen + [source])}")
                 seen.append(source)
                 source = known[source].backbone_from
-                if source is None:
-                    break
+
+    def entries(self) -> list[tuple[str, str, ModelParams]]:
+        """(group, key, entry) of every model."""
+        return [(g, k, p) for g in GROUPS for k, p in getattr(self, g).items()]
 
     def all_models(self) -> dict[str, ModelParams]:
-        """Every model entry of every group, by key."""
-        return {k: p for group in GROUPS for k, p in getattr(self, group).items()}
-
-    def reads_clips(self, key: str) -> bool:
-        """Whether entry ``key`` trains on the clips (its group is ``clips`` or ``clips_stacked``)."""
-        return self.group_of(key).startswith("clips")
+        """Every model entry of both groups, by key."""
+        return {k: p for _, k, p in self.entries()}
 
     def group_of(self, key: str) -> str:
         """The group (one of GROUPS) that holds ``key``."""
-        for group in GROUPS:
-            if key in getattr(self, group):
-                return group
-        raise KeyError(key)
+        return next(g for g, k, _ in self.entries() if k == key)
+
+
+def _check_inputs(where: str, p: ModelParams) -> None:
+    """``inputs`` against what the architecture eats (its registered builder; nothing is built)."""
+    from dfdc.models.registry import input_kind
+
+    if p.inputs is None:
+        raise ValueError(f"{where}.inputs: required: crops or clips (what the model reads; dvc.yaml's stages "
+                         "read data/<inputs>)")
+
+    try:
+        kind = input_kind(p.arch)
+    except ValueError as e:
+        raise ValueError(f"{where}.arch: {e}") from None
+    if INPUTS[p.inputs] != kind:
+        want = next(k for k, v in INPUTS.items() if v == kind)
+        raise ValueError(f"{where}.inputs: {p.arch} is a {kind} model, it reads {want}, not {p.inputs}; "
+                         f"set inputs: {want}")

@@ -13,18 +13,27 @@ Mapping from the 0.x originals:
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-# No PyPI version check on import: the pipeline runs offline and must not depend on the network.
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import cv2
+import numpy as np
 
-import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+if TYPE_CHECKING:
+    import albumentations as A
 
-__all__ = ["IsotropicResize", "isotropic_resize", "train_transforms", "val_transforms"]
+__all__ = ["isotropic_resize", "train_transforms", "val_transforms"]  # and IsotropicResize (__getattr__)
+
+
+def _albumentations():
+    """albumentations, imported on first use without its update check (its import would otherwise ask PyPI
+    for a newer version: a 2 s wait and a warning on an offline machine)."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    import albumentations
+
+    return albumentations
 
 _INTERPOLATIONS = {cv2.INTER_NEAREST, cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA, cv2.INTER_LANCZOS4}
 # GaussNoise of 0.x drew a variance in (10, 50) pixel units^2; 2.x takes the std as a fraction of 255.
@@ -78,47 +87,62 @@ def _resized_shape(h: int, w: int, max_side: int) -> tuple[int, int]:
     return (max_side, max(1, round(w * scale))) if h >= w else (max(1, round(h * scale)), max_side)
 
 
-class IsotropicResize(A.DualTransform):
-    """Albumentations wrapper of :func:`isotropic_resize` (longer side -> ``max_side``).
+@functools.cache
+def _isotropic_resize_class() -> type:
+    A = _albumentations()
 
-    Masks follow with nearest-neighbour interpolation, keypoints by the same scale.
-    """
+    class IsotropicResize(A.DualTransform):
+        """Albumentations wrapper of :func:`isotropic_resize` (longer side -> ``max_side``).
 
-    def __init__(
-        self,
-        max_side: int,
-        interpolation_down: int = cv2.INTER_AREA,
-        interpolation_up: int = cv2.INTER_CUBIC,
-        p: float = 1.0,
-    ) -> None:
-        super().__init__(p=p)
-        self.max_side = _check_size(max_side, "max_side")
-        self.interpolation_down = _check_interpolation(interpolation_down, "interpolation_down")
-        self.interpolation_up = _check_interpolation(interpolation_up, "interpolation_up")
+        Masks follow with nearest-neighbour interpolation, keypoints by the same scale.
+        """
 
-    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
-        return isotropic_resize(img, self.max_side, self.interpolation_down, self.interpolation_up)
+        def __init__(
+            self,
+            max_side: int,
+            interpolation_down: int = cv2.INTER_AREA,
+            interpolation_up: int = cv2.INTER_CUBIC,
+            p: float = 1.0,
+        ) -> None:
+            super().__init__(p=p)
+            self.max_side = _check_size(max_side, "max_side")
+            self.interpolation_down = _check_interpolation(interpolation_down, "interpolation_down")
+            self.interpolation_up = _check_interpolation(interpolation_up, "interpolation_up")
 
-    def apply_to_mask(self, mask: np.ndarray, **params: Any) -> np.ndarray:
-        return isotropic_resize(mask, self.max_side, cv2.INTER_NEAREST, cv2.INTER_NEAREST)
+        def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
+            return isotropic_resize(img, self.max_side, self.interpolation_down, self.interpolation_up)
 
-    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-        h, w = params["shape"][:2]
-        nh, nw = _resized_shape(h, w, self.max_side)
-        return {"scale_x": nw / w, "scale_y": nh / h}
+        def apply_to_mask(self, mask: np.ndarray, **params: Any) -> np.ndarray:
+            return isotropic_resize(mask, self.max_side, cv2.INTER_NEAREST, cv2.INTER_NEAREST)
 
-    def apply_to_keypoints(self, keypoints: np.ndarray, scale_x: float = 1.0, scale_y: float = 1.0,
-                           **params: Any) -> np.ndarray:
-        out = keypoints.copy()
-        out[:, 0] *= scale_x
-        out[:, 1] *= scale_y
-        return out
+        def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+            h, w = params["shape"][:2]
+            nh, nw = _resized_shape(h, w, self.max_side)
+            return {"scale_x": nw / w, "scale_y": nh / h}
 
-    def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("max_side", "interpolation_down", "interpolation_up")
+        def apply_to_keypoints(self, keypoints: np.ndarray, scale_x: float = 1.0, scale_y: float = 1.0,
+                               **params: Any) -> np.ndarray:
+            out = keypoints.copy()
+            out[:, 0] *= scale_x
+            out[:, 1] *= scale_y
+            return out
+
+        def get_transform_init_args_names(self) -> tuple[str, ...]:
+            return ("max_side", "interpolation_down", "interpolation_up")
+
+    IsotropicResize.__module__ = __name__  # pickled by name (DataLoader workers), found by __getattr__
+    IsotropicResize.__qualname__ = "IsotropicResize"
+    return IsotropicResize
+
+
+def __getattr__(name: str) -> Any:
+    if name == "IsotropicResize":
+        return _isotropic_resize_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _resize_and_pad(size: int) -> list[A.BasicTransform]:
+    A, IsotropicResize = _albumentations(), _isotropic_resize_class()
     return [
         IsotropicResize(size, cv2.INTER_AREA, cv2.INTER_CUBIC),
         A.PadIfNeeded(min_height=size, min_width=size, border_mode=cv2.BORDER_CONSTANT, fill=0),
@@ -154,6 +178,7 @@ def train_transforms(
     never dropped, and a ``mask`` (e.g. a difference mask) follows the geometry too.
     """
     size = _check_size(size)
+    A, IsotropicResize = _albumentations(), _isotropic_resize_class()
     t: list[A.BasicTransform | A.BaseCompose] = []
     if jpeg:
         t.append(A.ImageCompression(compression_type="jpeg", quality_range=(60, 100), p=0.5))
@@ -196,4 +221,4 @@ def train_transforms(
 
 def val_transforms(size: int) -> A.Compose:
     """Deterministic evaluation transform: isotropic resize (AREA down, CUBIC up) and zero padding."""
-    return A.Compose(_resize_and_pad(_check_size(size)))
+    return _albumentations().Compose(_resize_and_pad(_check_size(size)))

@@ -52,7 +52,7 @@ class ClipDataset(ShardDataset):
     Every frame of a clip gets the same augmentation: ``transform`` is called once
     with ``images=`` (albumentations' multi-image target, (T, H, W, 3)). With
     ``codec_p`` > 0, that share of the clips is first re-encoded with random
-    settings (seed 001, :func:`dfdc.data.codec.reencode_clip`), each draw seeded by
+    settings (NTech, :func:`dfdc.data.codec.reencode_clip`), each draw seeded by
     the epoch's seed and the row, so a resumed run repeats it.
     """
 

@@ -1,4 +1,4 @@
-"""H.264 codec augmentation of clips (seed 001) and clip storage as MP4 bytes.
+"""H.264 codec augmentation of clips (NTech, 3rd place) and clip storage as MP4 bytes.
 
 Every ffmpeg run goes through pipes, with commands built by ffmpeg-python around
 the binary :func:`dfdc.video.ffmpeg_exe` finds: raw YUV frames in, a raw H.264
@@ -235,7 +235,7 @@ def reencode_clip(frames: np.ndarray, rng: np.random.Generator, *, fps: Sequence
                   scale: Sequence[float] = (0.25, 1.0), crf: Sequence[int] = (17, 40),
                   tunes: Sequence[str | None] = X264_TUNES, source_fps: float = 30.0,
                   preset: str = "veryfast") -> np.ndarray:
-    """Seed 001's codec augmentation: re-encode a clip with parameters drawn from ``rng``.
+    """NTech's codec augmentation: re-encode a clip with parameters drawn from ``rng``.
 
     ``apply_codec(frames, draw_codec_params(rng, ...))``: call the two yourself to
     see or log the draw. The same rng state gives the same output bytes.

@@ -1,7 +1,7 @@
-"""Face-part dropouts of the DFDC 1st place (seed 004), on the 5 MTCNN landmarks of a crop.
+"""Face-part dropouts of the DFDC 1st place (selimsef), on the 5 MTCNN landmarks of a crop.
 
 Landmarks are ``(5, 2)`` xy pixel coordinates in the crop, MTCNN's order: left eye,
-right eye, nose, left and right mouth corner. Seed 004's code
+right eye, nose, left and right mouth corner. The 1st place's code
 (``training/datasets/classifier_dataset.py``) removes the eyes, the nose or the
 mouth along lines between landmarks dilated by a quarter (a third for the mouth)
 of their length; blacks out half of the face region (its 68-point dlib outline:
@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 
 PARTS = ("eyes", "nose", "mouth")
-DIFF_THRESHOLD = 0.4 * 255  # seed 004: a diff pixel counts as manipulated above this
-MIN_VISIBLE = 40  # seed 004: manipulated pixels a cut must leave visible on a fake
+DIFF_THRESHOLD = 0.4 * 255  # the 1st place: a diff pixel counts as manipulated above this
+MIN_VISIBLE = 40  # the 1st place: manipulated pixels a cut must leave visible on a fake
 
 
 def valid_landmarks(landmarks: np.ndarray | None) -> bool:
@@ -48,7 +48,7 @@ def face_ellipse(landmarks: np.ndarray, shape: tuple[int, int], scale: float = 1
 
 
 def part_mask(landmarks: np.ndarray, shape: tuple[int, int], part: str) -> np.ndarray:
-    """Boolean mask of seed 004's removed region: ``eyes`` (the line between the eyes), ``nose``
+    """Boolean mask of the 1st place's removed region: ``eyes`` (the line between the eyes), ``nose``
     (from the nose to the eyes' midpoint), both widened by a quarter of the eyes' distance each
     side; ``mouth`` (between the mouth corners), widened by a third of the mouth's width."""
     lm = np.asarray(landmarks, dtype=np.float64)
@@ -61,13 +61,13 @@ def part_mask(landmarks: np.ndarray, shape: tuple[int, int], part: str) -> np.nd
     else:
         raise ValueError(f"unknown face part {part!r}; valid: {PARTS}")
     mask = np.zeros(shape, np.uint8)
-    pt = lambda p: (int(p[0]), int(p[1]))  # noqa: E731 - seed 004 truncates the landmarks
+    pt = lambda p: (int(p[0]), int(p[1]))  # noqa: E731 - the 1st place truncates the landmarks
     cv2.line(mask, pt(a), pt(b), 1, thickness=int(2 + 2 * width))
     return mask.astype(bool)
 
 
 def landmark_part(rng: np.random.Generator) -> str | None:
-    """Seed 004's choice of part: eyes 1/2, mouth 1/4, nose 1/8, none 1/8."""
+    """The 1st place's choice of part: eyes 1/2, mouth 1/4, nose 1/8, none 1/8."""
     for part in ("eyes", "mouth", "nose"):
         if rng.random() > 0.5:
             return part
@@ -122,7 +122,7 @@ def diff_cut(image: np.ndarray, diff: np.ndarray | None, fake: bool, rng: np.ran
     A fake's cut must leave more than ``min_visible`` pixels of its difference mask (above
     :data:`DIFF_THRESHOLD`) visible, so its manipulated pixels are never all hidden; a fake
     without a mask is never cut. A real's cut ignores masks and must leave a fifth of the crop's
-    pixels non-black (seed 004).
+    pixels non-black (the 1st place).
     """
     h, w = image.shape[:2]
     manipulated = diff > DIFF_THRESHOLD if (fake and diff is not None) else None
@@ -141,7 +141,7 @@ def diff_cut(image: np.ndarray, diff: np.ndarray | None, fake: bool, rng: np.ran
 
 @dataclass(frozen=True)
 class Cutout:
-    """Seed 004's dropouts as one draw per crop: probabilities of each (0: off).
+    """The 1st place's dropouts as one draw per crop: probabilities of each (0: off).
 
     ``landmarks``: remove a face part (:func:`landmark_part`); otherwise ``half_face``: black out
     half of the face region; then, independently, ``diff``: a diff-guided cut (:func:`diff_cut`).

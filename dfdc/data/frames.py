@@ -52,13 +52,14 @@ class ShardDataset(Dataset):
         state["_readers"] = {}  # open npz files never travel to another process
         return state
 
-    def read(self, shard: str, key: str) -> np.ndarray:
-        """One stored image (RGB uint8)."""
+    def read(self, shard: str, key: str, grey: bool = False) -> np.ndarray:
+        """One stored image: RGB uint8, or as stored (a grey mask) with ``grey``."""
         pid = os.getpid()
         reader = self._readers.get(pid)
         if reader is None:
             reader = self._readers[pid] = ShardReader(self.dir)
-        return rgb(decode_png(reader.get(shard, key)))
+        image = decode_png(reader.get(shard, key))
+        return image if grey else rgb(image)
 
     def _index(self, i: int) -> int:
         i = int(i)
@@ -98,16 +99,15 @@ class FrameDataset(ShardDataset):
 
     ``cutout`` (:class:`dfdc.data.faceparts.Cutout`) blacks out face parts after the
     transform, at the landmarks the transform moved (it must take ``keypoints`` and
-    ``mask``); a fake's SSIM difference mask comes from ``diffs`` (its key -> shard
-    in ``diffs_dir``). Rows whose ``self_blend`` column is true are real crops turned
+    ``mask``); a fake's SSIM difference mask is read from the shard its row's ``mask``
+    column names ('' when it has none). Rows whose ``self_blend`` column is true are real crops turned
     into self-blended pseudo-fakes (:func:`dfdc.data.sbi.self_blend`) before the
     transform; their label must be 1. Draws of both are seeded by the epoch's seed
     (:meth:`set_random_seed`) and the row, so a resumed run repeats them.
     """
 
     def __init__(self, table: pd.DataFrame, directory: str | Path, transform: Transform | None,
-                 aligned: bool = False, cutout: Any = None, diffs: dict[str, str] | None = None,
-                 diffs_dir: str | Path | None = None, margin: float = 0.3) -> None:
+                 aligned: bool = False, cutout: Any = None, margin: float = 0.3) -> None:
         if aligned:
             self.REQUIRED_COLUMNS = (*self.REQUIRED_COLUMNS, "orig_shard", "orig_key")
         super().__init__(table, directory, transform)
@@ -122,10 +122,9 @@ class FrameDataset(ShardDataset):
         self.landmarks = table_landmarks(table) if (self.cutout is not None or self.blend is not None) else None
         if self.cutout is not None and self.cutout.needs_landmarks and self.landmarks is None:
             raise ValueError(f"cutout of face parts needs the landmark columns {LANDMARKS[0]}..{LANDMARKS[-1]}")
-        if self.cutout is not None and self.cutout.diff > 0 and (diffs is None or diffs_dir is None):
-            raise ValueError("the diff-guided cutout needs the SSIM diff masks (diffs and diffs_dir)")
-        self.diffs = diffs or {}
-        self.diffs_dir = None if diffs_dir is None else Path(diffs_dir)
+        if self.cutout is not None and self.cutout.diff > 0 and "mask" not in table.columns:
+            raise ValueError("the diff-guided cutout needs the SSIM diff masks (the crops table's mask column)")
+        self.masks = table["mask"].fillna("").astype(str).to_numpy() if "mask" in table.columns else None
         self.margin = float(margin)
         self._epoch_seed = 0
 
@@ -135,15 +134,9 @@ class FrameDataset(ShardDataset):
         if hasattr(self.transform, "set_random_seed"):
             self.transform.set_random_seed(seed % 2**32)
 
-    def _diff(self, key: str) -> np.ndarray | None:
-        shard = self.diffs.get(key)
-        if not shard:
-            return None
-        pid = -os.getpid()  # the diff masks' reader, beside the crops' under os.getpid()
-        reader = self._readers.get(pid)
-        if reader is None:
-            reader = self._readers[pid] = ShardReader(self.diffs_dir)
-        return decode_png(reader.get(shard, key))
+    def _diff(self, i: int) -> np.ndarray | None:
+        shard = "" if self.masks is None else self.masks[i]
+        return self.read(shard, self.keys[i], grey=True) if shard else None
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         i = self._index(i)
@@ -158,7 +151,7 @@ class FrameDataset(ShardDataset):
             targets["image2"] = self.read(self.orig_shards[i], self.orig_keys[i])
         diff = None
         if self.cutout is not None:
-            diff = self._diff(self.keys[i]) if self.cutout.diff > 0 and self.labels[i] == 1 else None
+            diff = self._diff(i) if self.cutout.diff > 0 and self.labels[i] == 1 else None
             has_lm = valid_landmarks(landmarks)
             targets["keypoints"] = landmarks if has_lm else np.zeros((5, 2))
             targets["mask"] = diff if diff is not None and diff.shape == image.shape[:2] else \

@@ -14,7 +14,7 @@ from dfdc.data.batch import Batch
 
 
 class AlignedMixup:
-    """Seed 001's aligned mixup: each fake mixed with its original's crop at the same place.
+    """NTech's aligned mixup: each fake mixed with its original's crop at the same place.
 
     ``x = (1 - t) * original + t * fake`` with ``t ~ Beta(alpha, alpha)`` per item
     and target ``t * y`` (a real item, y = 0, keeps target 0). The two crops had the
@@ -38,7 +38,7 @@ class AlignedMixup:
 
 
 class CutMix:
-    """CutMix (Yun et al. 2019) on frame batches and, as a spatio-temporal cuboid, on clip batches (seed 000).
+    """CutMix (Yun et al. 2019) on frame batches and, as a spatio-temporal cuboid, on clip batches (the Medics).
 
     With probability ``p`` the batch is mixed: item ``i`` gets a box of item ``perm[i]``
     pasted in, ``perm`` a random permutation of the batch. The kept share is drawn per

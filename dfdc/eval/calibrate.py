@@ -12,22 +12,9 @@ from numpy.typing import ArrayLike
 from scipy.optimize import minimize_scalar
 
 from dfdc.eval.metrics import check_arrays
+from dfdc.inference.combine import logit
 
-EPS = 1e-6
 T_RANGE = (0.05, 20.0)
-
-
-def logit(p: ArrayLike) -> np.ndarray:
-    """log(p / (1 - p)) on probabilities clipped to [1e-6, 1 - 1e-6]."""
-    p = np.clip(np.asarray(p, dtype=float), EPS, 1 - EPS)
-    return np.log(p) - np.log1p(-p)
-
-
-def apply_temperature(p: ArrayLike, temperature: float) -> np.ndarray:
-    """``sigmoid(logit(p) / temperature)``."""
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    return 1 / (1 + np.exp(-logit(p) / temperature))
 
 
 def fit_temperature(y: ArrayLike, p: ArrayLike) -> float:

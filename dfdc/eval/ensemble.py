@@ -14,7 +14,10 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy.optimize import minimize
 
-from dfdc.eval.metrics import DEFAULT_CLIP, check_arrays
+from dfdc.eval.metrics import BOUNDS, check_arrays
+from dfdc.inference.combine import combine
+
+NO_SCORE = 0.5  # a video no model scored (as `dfdc predict` scores it)
 
 ENSEMBLE = "ensemble"
 METHODS = ("equal", "given")
@@ -22,21 +25,29 @@ REQUIRED = ("video", "label", "prob", "fold")
 
 
 def fit_weights(y: ArrayLike, probs: ArrayLike) -> np.ndarray:
-    """Simplex weights (non-negative, summing to 1) minimising the log loss of ``probs @ w``.
-
-    ``probs`` has one column per model.
-    """
+    """Simplex weights (non-negative, summing to 1) minimising the log loss of the ensemble's scores
+    :func:`~dfdc.inference.combine.combine` makes of ``probs`` (one column per model; NaN where a model did
+    not score a video, which the others then score alone)."""
     y = np.asarray(y, dtype=float).ravel()
-    probs = np.clip(np.asarray(probs, dtype=float), *DEFAULT_CLIP)
+    probs = np.asarray(probs, dtype=float)
     m = probs.shape[1]
     if m == 1:
         return np.ones(1)
+    scored = ~np.isnan(probs)
+    p = np.where(scored, np.clip(np.nan_to_num(probs, nan=0.5), *BOUNDS), 0.0)
 
     def loss_and_grad(w: np.ndarray) -> tuple[float, np.ndarray]:
-        q = np.clip(probs @ w, *DEFAULT_CLIP)
+        mass = scored @ w
+        live = mass > 0
+        q = np.full(len(y), NO_SCORE)
+        q[live] = p[live] @ w / mass[live]
+        q = np.clip(q, *BOUNDS)
         loss = -np.mean(y * np.log(q) + (1 - y) * np.log1p(-q))
         dq = -(y / q - (1 - y) / (1 - q)) / y.size
-        return float(loss), probs.T @ dq
+        grad = np.zeros(m)
+        if live.any():  # dq_i/dw_j = scored_ij (p_ij - q_i) / mass_i
+            grad = ((scored[live] * (p[live] - q[live, None])) / mass[live, None]).T @ dq[live]
+        return float(loss), grad
 
     res = minimize(
         loss_and_grad, np.full(m, 1.0 / m), jac=True, method="SLSQP",
@@ -61,9 +72,14 @@ def cross_fit_weights(y: np.ndarray, views: list[np.ndarray], parts: list[np.nda
     for view, part in zip(views, parts):
         rest = np.setdiff1d(np.arange(len(y)), part)
         w = fit_weights(y[rest], view[rest])
-        prob[part] = view[part] @ w
+        prob[part] = scores(view[part], w)
         split_weights.append(w)
     return prob, split_weights
+
+
+def scores(probs: np.ndarray, weights: ArrayLike, temperature: float | None = None) -> np.ndarray:
+    """:func:`~dfdc.inference.combine.combine`, with 0.5 where no model scored a video."""
+    return np.nan_to_num(combine(probs, weights, temperature), nan=NO_SCORE)
 
 
 def check_table(name: str, df: pd.DataFrame) -> None:
@@ -76,7 +92,9 @@ def check_table(name: str, df: pd.DataFrame) -> None:
     check_arrays(df["label"], df["prob"])
 
 
-def _join(preds: Mapping[str, pd.DataFrame]) -> tuple[pd.DataFrame, int]:
+def _join(preds: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Every video any model predicts: video, label, fold, prob_<model> (a model's own score, 0.5 where it
+    has no row) and scored_<model> (it has a row, and no ``reason`` says it could not score the video)."""
     if not preds:
         raise ValueError("no predictions to ensemble")
     if ENSEMBLE in preds:
@@ -84,23 +102,30 @@ def _join(preds: Mapping[str, pd.DataFrame]) -> tuple[pd.DataFrame, int]:
     names = list(preds)
     for name in names:
         check_table(name, preds[name])
-    first = names[0]
-    out = preds[first][["video", "label", "fold", "prob"]].rename(columns={"prob": f"prob_{first}"})
-    for name in names[1:]:
-        other = preds[name][["video", "label", "prob"]].rename(
-            columns={"prob": f"prob_{name}", "label": f"label_{name}"})
-        out = out.merge(other, on="video", how="inner")
-        bad = int((out["label"] != out[f"label_{name}"]).sum())
-        if bad:
-            raise ValueError(f"labels of {name!r} disagree with {first!r} on {bad} videos")
-        out = out.drop(columns=f"label_{name}")
-    if out.empty:
-        raise ValueError("no video is predicted by every model")
-    union = set().union(*(set(df["video"]) for df in preds.values()))
-    out = out.sort_values("video", kind="stable").reset_index(drop=True)
-    out["label"] = out["label"].astype(int)
-    out["fold"] = out["fold"].astype(int)
-    return out, len(union) - len(out)
+    out = None
+    for name, df in preds.items():
+        scored = df["reason"].fillna("").eq("") if "reason" in df.columns else pd.Series(True, index=df.index)
+        part = pd.DataFrame({"video": df["video"], f"label_{name}": df["label"], f"fold_{name}": df["fold"],
+                             f"prob_{name}": df["prob"], f"scored_{name}": scored})
+        out = part if out is None else out.merge(part, on="video", how="outer")
+    labels = out[[f"label_{n}" for n in names]]
+    if (labels.nunique(axis=1) > 1).any():
+        first, bad = names[0], labels.nunique(axis=1) > 1
+        other = next(n for n in names[1:] if (out.loc[bad, f"label_{n}"] != out.loc[bad, f"label_{first}"]).any())
+        raise ValueError(f"labels of {other!r} disagree with {first!r} on {int(bad.sum())} videos")
+    out["label"] = labels.bfill(axis=1).iloc[:, 0].astype(int)
+    out["fold"] = out[[f"fold_{n}" for n in names]].bfill(axis=1).iloc[:, 0].astype(int)
+    for n in names:
+        out[f"scored_{n}"] = out[f"scored_{n}"].eq(True)
+        out[f"prob_{n}"] = out[f"prob_{n}"].astype(float).fillna(NO_SCORE)
+    keep = ["video", "label", "fold", *(f"prob_{n}" for n in names), *(f"scored_{n}" for n in names)]
+    return out[keep].sort_values("video", kind="stable").reset_index(drop=True)
+
+
+def model_scores(table: pd.DataFrame, names: list[str]) -> np.ndarray:
+    """(videos, models) scores of an ensemble table, NaN where a model did not score a video."""
+    probs = table[[f"prob_{n}" for n in names]].to_numpy(dtype=float)
+    return np.where(table[[f"scored_{n}" for n in names]].to_numpy(dtype=bool), probs, np.nan)
 
 
 def _given_weights(names: list[str], weights: Mapping[str, float] | None) -> np.ndarray:
@@ -128,24 +153,24 @@ def ensemble(
     weights: Mapping[str, float] | None = None,
     method: str = "equal",
 ) -> pd.DataFrame:
-    """Weighted mean of the models' probabilities over the videos every model predicts.
+    """The models' probabilities combined by :func:`~dfdc.inference.combine.combine` over every video any model
+    predicts: a model without a row for a video, or whose row gives a ``reason`` (no face, too short for its
+    clip), is left out of that video's score and the others' weights renormalised; 0.5 when none scored it.
 
     ``method`` is "equal" or "given" (``weights``, normalised); fitted weights are
     :func:`dfdc.eval.report.evaluate`'s. Returns columns video, label, fold, prob,
-    prob_<model>; ``attrs`` holds ``weights``, ``method`` and ``dropped`` (videos
-    missing from some model).
+    prob_<model>, scored_<model>; ``attrs`` holds ``weights``, ``method`` and ``partial``
+    (videos some model did not score).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if weights is not None and method != "given":
         raise ValueError("weights are only used with method='given'")
-    joined, dropped = _join(preds)
+    out = _join(preds)
     names = list(preds)
-    cols = [f"prob_{n}" for n in names]
-    probs = joined[cols].to_numpy(dtype=float)
     w = np.full(len(names), 1.0 / len(names)) if method == "equal" else _given_weights(names, weights)
-    out = joined[["video", "label", "fold"]].copy()
-    out["prob"] = np.clip(probs @ w, 0.0, 1.0)
-    out[cols] = probs
-    out.attrs.update(method=method, dropped=int(dropped), weights=dict(zip(names, map(float, w))))
+    probs = model_scores(out, names)
+    out.insert(3, "prob", np.clip(scores(probs, w), 0.0, 1.0))
+    partial = int(np.isnan(probs).any(axis=1).sum())
+    out.attrs.update(method=method, partial=partial, weights=dict(zip(names, map(float, w))))
     return out

@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from dfdc.config.evaluate import EvaluateParams
 from dfdc.eval.report import evaluate
 
 LABELS = {"0": 0, "1": 1, "real": 0, "fake": 1}
@@ -53,14 +54,10 @@ def score_folder(videos: pd.DataFrame, scoring: Any, **predict_kw: Any) -> tuple
 
     Returns (per-model video tables, per-model crop tables (clip windows for clip models), the VideoResults).
     """
-    from dfdc.faces.detector import FaceDetector
     from dfdc.inference.aggregate import NO_FACE
     from dfdc.inference.video import predict_videos
 
-    s = scoring.settings
-    detector = FaceDetector(device=str(scoring.device), **s.detector)
-    results = predict_videos([Path(p) for p in videos["path"]], scoring.models, detector, strategy=s.strategy,
-                             tta=s.tta, margins=s.margins, link=s.link, device=scoring.device, **predict_kw)
+    results = predict_videos([Path(p) for p in videos["path"]], scoring, **predict_kw)
     preds, frames = {}, {}
     for m in scoring.models:
         preds[m.name] = videos[["video", "label", "original"]].assign(
@@ -83,15 +80,15 @@ def evaluate_folder(root: str | Path, scoring: Any, *, labels: str | Path | None
     """Metrics of the shipped ensemble on a labelled set: (document, ensemble table, results).
 
     The ensemble is scored as shipped: its weights, its temperature when it has one,
-    and the submission's clipping to [0.01, 0.99]; nothing is fitted on this set
+    and the submission's bounds [0.01, 0.99]; nothing is fitted on this set
     (the "calibration" section says what temperature scaling fitted here would do).
     """
     videos = labelled_videos(root, labels)
     preds, frames, results = score_folder(videos, scoring, **predict_kw)
     weights = {m.name: m.weight for m in scoring.models}
-    doc, ens = evaluate(preds, frames=frames, info=videos, method="given", weights=weights,
-                        temperature=scoring.settings.temperature, n_boot=n_boot, n_splits=splits,
-                        clip=(0.01, 0.99))
+    params = EvaluateParams(method="given", weights=weights, splits=splits, bootstrap=n_boot)
+    doc, ens = evaluate(preds, frames=frames, info=videos, params=params, temperature=scoring.settings.temperature,
+                        bounds=scoring.settings.bounds)
     by_video = dict(zip(videos["video"], results))
     ens["reason"] = [by_video[v].reason for v in ens["video"]]
     doc["scored"] = {"root": str(root), "videos": len(videos), "unscored": int(sum(1 for r in results if r.reason)),

@@ -40,7 +40,8 @@ def score_holdout(model: ScoringModel, inputs: pd.DataFrame, videos: pd.DataFram
     under DDP scores a share of them on each rank); None scores them here.
 
     Each video's crops are scored by the scorer (``scoring``: the `predict` section's TTA and batch
-    size) and aggregated per face track with its ``strategy`` (clip models: the mean of the windows, :func:`~dfdc.inference.aggregate.for_input`;
+    size) and aggregated per face track with its ``strategy`` (clip models: the mean of the windows,
+    :func:`~dfdc.inference.aggregate.for_input`;
     the most fake track decides); a video without crops gets 0.5
     and the reason "no face". The "thresholds" strategy is fitted here, cross-fitted
     over ``scoring.thresholds.splits`` splits of the originals (:func:`dfdc.eval.thresholds.fit_thresholds`),

@@ -11,9 +11,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-DEFAULT_CLIP = (1e-15, 1 - 1e-15)
+BOUNDS = (1e-15, 1 - 1e-15)
 
 
 def check_arrays(y: ArrayLike, p: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -29,13 +28,36 @@ def check_arrays(y: ArrayLike, p: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     return y.astype(int), p
 
 
-def log_loss(y: ArrayLike, p: ArrayLike, clip: tuple[float, float] = DEFAULT_CLIP) -> float:
-    """DFDC log loss ``-mean(y log p + (1 - y) log(1 - p))`` on clipped probabilities; NaN if empty."""
+def log_loss(y: ArrayLike, p: ArrayLike, bounds: tuple[float, float] = BOUNDS) -> float:
+    """DFDC log loss ``-mean(y log p + (1 - y) log(1 - p))`` on probabilities bounded to ``bounds``; NaN if empty."""
     y, p = check_arrays(y, p)
     if y.size == 0:
         return math.nan
-    p = np.clip(p, clip[0], clip[1])
+    p = np.clip(p, bounds[0], bounds[1])
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+
+def roc(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(false positive rate, true positive rate, threshold) at every distinct score, highest first, from
+    (0, 0) at a threshold above every score (scikit-learn's ``roc_curve`` without dropping points)."""
+    order = np.argsort(-p, kind="stable")
+    ps, ys = p[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(ps)), ps.size - 1]  # the last index of each distinct score
+    tps = np.cumsum(ys)[last]
+    fps = (last + 1) - tps
+    return (np.r_[0.0, fps / max(fps[-1], 1)], np.r_[0.0, tps / max(tps[-1], 1)], np.r_[np.inf, ps[last]])
+
+
+def average_precision(y: np.ndarray, p: np.ndarray) -> float:
+    """Sum over the distinct scores, highest first, of the recall gained times the precision there
+    (scikit-learn's ``average_precision_score``)."""
+    order = np.argsort(-p, kind="stable")
+    ps, ys = p[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(ps)), ps.size - 1]
+    tps = np.cumsum(ys)[last]
+    recall = tps / tps[-1]
+    precision = tps / (last + 1)
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
 def equal_error_rate(y: ArrayLike, p: ArrayLike) -> float:
@@ -43,7 +65,7 @@ def equal_error_rate(y: ArrayLike, p: ArrayLike) -> float:
     y, p = check_arrays(y, p)
     if np.unique(y).size < 2:
         return math.nan
-    fpr, tpr, _ = roc_curve(y, p)
+    fpr, tpr, _ = roc(y, p)
     gap = (1 - tpr) - fpr
     i = int(np.argmax(gap <= 0))
     if gap[i] == 0 or i == 0:
@@ -60,8 +82,8 @@ def binary_metrics(y: ArrayLike, p: ArrayLike) -> dict[str, float | int]:
     both = n_real > 0 and n_fake > 0
     return {
         "log_loss": log_loss(y, p),
-        "auc": float(roc_auc_score(y, p)) if both else math.nan,
-        "ap": float(average_precision_score(y, p)) if both else math.nan,
+        "auc": weighted_auc(y, p, np.ones(y.size)) if both else math.nan,
+        "ap": average_precision(y, p) if both else math.nan,
         "eer": equal_error_rate(y, p),
         "accuracy": float(np.mean((p >= 0.5) == (y == 1))) if y.size else math.nan,
         "log_loss_real": log_loss(y[y == 0], p[y == 0]),
@@ -97,7 +119,7 @@ def bootstrap_ci(y: ArrayLike, p: ArrayLike, groups: Sequence | None = None, *, 
                         return_inverse=True)
     n_groups = int(gidx.max()) + 1
     gen = np.random.default_rng(seed)
-    q = np.clip(p, *DEFAULT_CLIP)
+    q = np.clip(p, *BOUNDS)
     loss = -(y * np.log(q) + (1 - y) * np.log1p(-q))
     auc, ll = np.empty(n_boot), np.empty(n_boot)
     for b in range(n_boot):

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_curve
 
 from dfdc.eval.calibrate import expected_calibration_error, reliability
 from dfdc.eval.ensemble import ENSEMBLE
@@ -53,6 +52,7 @@ def write_plots(
     diagram; every curve's label gives its expected calibration error.
     """
     import matplotlib
+    from sklearn.metrics import roc_curve
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

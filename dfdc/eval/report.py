@@ -5,15 +5,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from dfdc.eval.calibrate import apply_temperature, expected_calibration_error, fit_temperature
+from dfdc.config.evaluate import EvaluateParams
+from dfdc.eval.calibrate import expected_calibration_error, fit_temperature
 from dfdc.eval.crossfit import group_splits, video_groups
-from dfdc.eval.ensemble import ENSEMBLE, METHODS, cross_fit_weights, ensemble, fit_weights
+from dfdc.eval.ensemble import (
+    ENSEMBLE,
+    METHODS,
+    NO_SCORE,
+    cross_fit_weights,
+    ensemble,
+    fit_weights,
+    model_scores,
+    scores,
+)
 from dfdc.eval.metrics import binary_metrics, log_loss, per_group, per_method, with_ci
+from dfdc.inference.combine import apply_temperature
 
 
 def _groups(preds: Mapping[str, pd.DataFrame], info: pd.DataFrame | None) -> dict[str, str]:
@@ -30,7 +42,7 @@ def _frame_table(frames: Mapping[str, pd.DataFrame], videos: pd.Series,
 
     The ensemble's table has one row per crop that every model of the largest group scoring the
     same crops scored (clip models score windows, keyed apart): key, video, label, prob_<model>,
-    prob (weighted over that group). Each model's own rows are key, video, label, prob_<model>.
+    prob (their scores combined as the videos' are). Each model's own rows are key, video, label, prob_<model>.
     """
     own = {name: f.loc[f["video"].isin(videos), ["key", "video", "label", "prob"]].rename(
         columns={"prob": f"prob_{name}"}) for name, f in frames.items()}
@@ -44,9 +56,7 @@ def _frame_table(frames: Mapping[str, pd.DataFrame], videos: pd.Series,
         out = part if out is None else out.merge(part.drop(columns=["video", "label"]), on="key", how="inner")
     if out is None or out.empty:
         return None, own
-    total = sum(weights[n] for n in shared)
-    out["prob"] = sum(weights[n] * out[f"prob_{n}"] for n in shared) / total if total > 0 else \
-        sum(out[f"prob_{n}"] for n in shared) / len(shared)
+    out["prob"] = scores(out[[f"prob_{n}" for n in shared]].to_numpy(dtype=float), [weights[n] for n in shared])
     return out.reset_index(drop=True), own
 
 
@@ -71,28 +81,29 @@ def _breakdowns(table: pd.DataFrame, info: pd.DataFrame | None, columns: dict[st
 def _splits_and_views(preds: Mapping[str, pd.DataFrame], ens: pd.DataFrame, keys: list[str], n_splits: int,
                       seed: int) -> tuple[list[np.ndarray], list[np.ndarray]] | None:
     """Cross-fitting splits of the ensemble's videos and, per split, every video's model scores as the values
-    fitted without that split made them; None when the videos cannot be split.
+    fitted without that split made them (NaN where a model did not score a video); None when the videos
+    cannot be split.
 
     Models whose thresholds were cross-fitted (``split`` and ``prob_fit{k}`` columns) fix the splits, so
     the weights and temperatures fitted later follow the same ones.
     """
     names = list(preds)
     order = ens["video"]
+    plain = model_scores(ens, names)
     carried = [n for n in names if "split" in preds[n].columns]
     if carried:
-        split = {n: preds[n].set_index("video").loc[order] for n in carried}
+        split = {n: preds[n].set_index("video").reindex(order) for n in carried}
         first = split[carried[0]]["split"].to_numpy()
         if any((split[n]["split"].to_numpy() != first).any() for n in carried):
             raise ValueError("the models' thresholds were cross-fitted on different splits of the holdout; "
                              "give every model the same predict.thresholds.splits")
-        parts = [np.flatnonzero(first == k) for k in range(int(first.max()) + 1)]
-        views = [np.column_stack([split[n][f"prob_fit{k}"].to_numpy() if n in split else ens[f"prob_{n}"].to_numpy()
-                                  for n in names]) for k in range(len(parts))]
-        return parts, views
+        parts = [np.flatnonzero(first == k) for k in range(int(np.nanmax(first)) + 1)]
+        views = [np.column_stack([split[n][f"prob_fit{k}"].to_numpy(dtype=float) if n in split else plain[:, j]
+                                  for j, n in enumerate(names)]) for k in range(len(parts))]
+        return parts, [np.where(np.isnan(plain), np.nan, v) for v in views]
     if len(set(keys)) < n_splits:
         return None
     parts = group_splits(keys, n_splits, seed)
-    plain = ens[[f"prob_{n}" for n in names]].to_numpy(dtype=float)
     return parts, [plain] * len(parts)
 
 
@@ -114,112 +125,73 @@ def _calibration(y: np.ndarray, before: np.ndarray, after: np.ndarray, temps: li
             "log_loss_before": log_loss(y, before), "log_loss_after": log_loss(y, after)}
 
 
-def evaluate(
-    preds: Mapping[str, pd.DataFrame],
-    *,
-    frames: Mapping[str, pd.DataFrame] | None = None,
-    info: pd.DataFrame | None = None,
-    method: str = "equal",
-    weights: Mapping[str, float] | None = None,
-    n_splits: int = 2,
-    seed: int = 0,
-    calibrate: bool = False,
-    temperature: float | None = None,
-    fitted: Mapping[str, Any] | None = None,
-    n_boot: int = 1000,
-    clip: tuple[float, float] | None = None,
-) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Every metric of one scored set, and the ensemble table it was computed on.
+@dataclass
+class _Weighted:
+    """The ensemble's scores under its weights: cross-fitted where weights were fitted or carried."""
 
-    ``preds``: per model, video rows (video, label, prob, fold; ``original`` keeps a
-    fake with its original in one cross-fitting split; ``split``/``prob_fit{k}`` from
-    cross-fitted thresholds). ``frames``: per model, crop rows (key, video, label,
-    prob) for frame-level metrics. ``info``: video, method, dataset for the
-    breakdowns. Fitted steps are cross-fitted as one chain: split k is scored with
-    weights (``method: fitted``) and temperatures fitted on the other splits' scores
-    as split k's fit made them, so no video's label reaches its own score.
-    ``calibrate`` scores the ensemble with its cross-fitted temperature.
-    ``temperature`` applies a fixed one and ``fitted`` (the clean holdout's
-    ``split_videos``, ``split_weights`` and ``split_temperatures`` attrs) scores each
-    video with the weights and temperature of its split on the clean holdout (its
-    degraded twin); ``clip`` then clips the ensemble's scores as a submission does.
-    Temperature scaling of every model and of the ensemble is reported under
-    "calibration" either way. The table's ``attrs`` hold ``weights`` (fitted on
-    every video: what ships), ``split_*`` and ``calibrated`` (name -> cross-fitted
-    temperature-scaled scores, for the reliability diagram).
-    """
-    if method not in (*METHODS, "fitted"):
-        raise ValueError(f"method must be one of {(*METHODS, 'fitted')}, got {method!r}")
-    groups = _groups(preds, info)
-    names = list(preds)
-    ens = ensemble(preds, weights=weights, method="given" if method == "given" else "equal")
-    y = ens["label"].to_numpy()
-    keys = [groups.get(v, v) for v in ens["video"].astype(str)]
-    plain = ens[[f"prob_{n}" for n in names]].to_numpy(dtype=float)
-    split = _splits_and_views(preds, ens, keys, n_splits, seed) if np.unique(y).size == 2 else None
-    w_full = np.array([ens.attrs["weights"][n] for n in names])
-    split_w: list[np.ndarray] = []
-    if method == "fitted":
-        if split is None:
-            raise ValueError(f"cannot cross-fit weights on {len(ens)} videos ({len(set(keys))} originals) "
-                             f"over {n_splits} splits")
+    prob: np.ndarray  # (videos,)
+    shipped: np.ndarray  # the weights that ship (fitted on every video)
+    split_weights: list[np.ndarray]  # the weights each cross-fitting split was scored with
+
+
+def _weighted(y: np.ndarray, probs: np.ndarray, split, ens: pd.DataFrame, names: list[str], method: str,
+              fitted: Mapping[str, Any] | None) -> _Weighted:
+    """Step 1: the weights, fitted (cross-fitted over ``split``), given or equal (``ens``'s), or the clean
+    holdout's split by split (``fitted``: a video of no clean split gets what ships)."""
+    shipped = np.array([ens.attrs["weights"][n] for n in names])
+    if method == "fitted":  # the caller made sure the videos can be split
         prob, split_w = cross_fit_weights(y, split[1], split[0])
-        w_full = fit_weights(y, plain)
-    elif fitted is not None:  # a video of no clean split (none could be made) gets what ships
+        return _Weighted(prob, fit_weights(y, probs), split_w)
+    if fitted is not None:
         where = {v: k for k, vs in enumerate(fitted["split_videos"]) for v in vs}
-        split_weights = [np.array([w[n] for n in names]) for w in fitted["split_weights"]]
+        split_w = [np.array([w[n] for n in names]) for w in fitted["split_weights"]]
         shipped = np.array([fitted["weights"][n] for n in names])
         temps = fitted.get("split_temperatures") or []
         prob = np.empty(len(ens))
         for i, v in enumerate(ens["video"]):
             k = where.get(v)
-            prob[i] = plain[i] @ (shipped if k is None else split_weights[k])
-            if temps and k is not None:
-                prob[i] = apply_temperature(prob[i], temps[k])
-    else:
-        prob = plain @ w_full
-        if split is not None:
-            split_w = [w_full] * len(split[0])
-    if temperature is not None:
-        prob = apply_temperature(prob, temperature)
-    ens["prob"] = np.clip(prob, 0.0, 1.0)
-    columns = {n: f"prob_{n}" for n in names} | {ENSEMBLE: "prob"}
+            prob[i] = scores(probs[i:i + 1], shipped if k is None else split_w[k],
+                             temps[k] if temps and k is not None else None)[0]
+        return _Weighted(prob, shipped, [])
+    return _Weighted(scores(probs, shipped), shipped, [shipped] * (len(split[0]) if split is not None else 0))
 
-    calibration, calibrated, ens_temps = {}, {}, []
-    if split is not None:
-        parts, views = split
-        for j, n in enumerate(names):
-            after, temps = _nested_temperature(y, [v[:, j] for v in views], plain[:, j], parts)
-            calibration[n] = _calibration(y, plain[:, j], after, temps, fit_temperature(y, plain[:, j]))
-            calibrated[n] = after
-        ens_views = [v @ w for v, w in zip(views, split_w)] if split_w else [ens["prob"].to_numpy()] * len(parts)
-        if temperature is not None and split_w:
-            ens_views = [apply_temperature(v, temperature) for v in ens_views]
-        after, ens_temps = _nested_temperature(y, ens_views, ens["prob"].to_numpy(), parts)
-        calibration[ENSEMBLE] = _calibration(y, ens["prob"].to_numpy(), after, ens_temps,
-                                             fit_temperature(y, ens["prob"].to_numpy()))
-        calibrated[ENSEMBLE] = after
-    summary_extra: dict[str, Any] = {"calibrated": False, "temperature": temperature}
-    if calibrate:
-        if ENSEMBLE not in calibrated:
-            raise ValueError(f"cannot cross-fit a temperature on {len(ens)} videos ({len(set(keys))} originals, "
-                             f"{np.unique(y).size} classes) over {n_splits} splits")
-        ens["prob"] = calibrated[ENSEMBLE]
-        summary_extra = {"calibrated": True, "temperature": calibration[ENSEMBLE]["temperature"]}
-    if clip is not None:
-        ens["prob"] = ens["prob"].clip(*clip)
 
+def _calibrations(y: np.ndarray, probs: np.ndarray, split, weighted: _Weighted, ens_prob: np.ndarray,
+                  names: list[str], temperature: float | None) -> tuple[dict, dict, list[float]]:
+    """Step 2: temperature scaling of every model and of the ensemble, cross-fitted: (the "calibration"
+    section, name -> scores after scaling, the ensemble's split temperatures)."""
+    if split is None:
+        return {}, {}, []
+    parts, views = split
+    calibration, calibrated = {}, {}
+    plain = np.nan_to_num(probs, nan=NO_SCORE)
+    for j, n in enumerate(names):
+        after, temps = _nested_temperature(y, [np.nan_to_num(v[:, j], nan=NO_SCORE) for v in views], plain[:, j],
+                                           parts)
+        calibration[n] = _calibration(y, plain[:, j], after, temps, fit_temperature(y, plain[:, j]))
+        calibrated[n] = after
+    ens_views = ([scores(v, w, temperature) for v, w in zip(views, weighted.split_weights)]
+                 if weighted.split_weights else [ens_prob] * len(parts))
+    after, temps = _nested_temperature(y, ens_views, ens_prob, parts)
+    calibration[ENSEMBLE] = _calibration(y, ens_prob, after, temps, fit_temperature(y, ens_prob))
+    calibrated[ENSEMBLE] = after
+    return calibration, calibrated, temps
+
+
+def _metrics(ens: pd.DataFrame, names: list[str], keys: list[str], n_boot: int, seed: int,
+             frames: Mapping[str, pd.DataFrame] | None, info: pd.DataFrame | None,
+             groups: Mapping[str, str]) -> dict[str, Any]:
+    """Step 3: video-level metrics with intervals per model and for the ensemble, frame-level metrics, and
+    both per manipulation method and source dataset."""
+    y = ens["label"].to_numpy()
     doc: dict[str, Any] = {"models": {n: with_ci(y, ens[f"prob_{n}"], keys, n_boot=n_boot, seed=seed)
-                                      for n in names}}
-    doc[ENSEMBLE] = {**with_ci(y, ens["prob"], keys, n_boot=n_boot, seed=seed), "method": method,
-                     "weights": dict(zip(names, map(float, w_full))), "dropped": int(ens.attrs["dropped"]),
-                     "cross_fitted": method == "fitted", **summary_extra}
-    doc["calibration"] = calibration
-
+                                      for n in names},
+                           ENSEMBLE: with_ci(y, ens["prob"], keys, n_boot=n_boot, seed=seed)}
+    columns = {n: f"prob_{n}" for n in names} | {ENSEMBLE: "prob"}
     video_parts, frame_parts = _breakdowns(ens, info, columns, groups, n_boot, seed), {}
     if frames:  # raw crop (window) scores: a video-level temperature does not apply to them
-        ft, own = _frame_table(frames, ens["video"], doc[ENSEMBLE]["weights"])
-        doc["frame"], frame_parts = {}, {}
+        ft, own = _frame_table(frames, ens["video"], ens.attrs["weights"])
+        doc["frame"] = {}
         for name, col in columns.items():
             table = own.get(name, ft)
             if table is None or table.empty:
@@ -232,11 +204,99 @@ def evaluate(
         doc[key] = {group: {"video": m, **({"frame": frame_parts[key][group]}
                                            if group in frame_parts.get(key, {}) else {})}
                     for group, m in part.items()}
-    ens.attrs.update(method=method, weights=doc[ENSEMBLE]["weights"], calibrated=calibrated,
-                     split_videos=[ens["video"].iloc[p].tolist() for p in split[0]] if split else [],
-                     split_weights=[dict(zip(names, map(float, w))) for w in split_w],
+    return doc
+
+
+def evaluate(
+    preds: Mapping[str, pd.DataFrame],
+    *,
+    frames: Mapping[str, pd.DataFrame] | None = None,
+    info: pd.DataFrame | None = None,
+    params: EvaluateParams | None = None,
+    fitted: Mapping[str, Any] | None = None,
+    temperature: float | None = None,
+    bounds: tuple[float, float] | None = None,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Every metric of one scored set, and the ensemble table it was computed on.
+
+    ``preds``: per model, video rows (video, label, prob, fold; ``reason`` when it could not score
+    a video; ``original`` keeps a fake with its original in one cross-fitting split;
+    ``split``/``prob_fit{k}`` from cross-fitted thresholds). ``frames``: per model, crop rows
+    (key, video, label, prob) for frame-level metrics. ``info``: video, method, dataset for the
+    breakdowns. ``params`` (the `evaluate` section): the weights (``method``, ``weights``), the
+    cross-fitting ``splits``, ``calibrate`` and the ``bootstrap`` resamples.
+
+    Fitted steps are cross-fitted as one chain: split k is scored with weights
+    (``method: fitted``) and temperatures fitted on the other splits' scores as split k's fit
+    made them, so no video's label reaches its own score. ``calibrate`` scores the ensemble
+    with its cross-fitted temperature. ``fitted`` (the clean holdout's ``split_videos``,
+    ``split_weights`` and ``split_temperatures`` attrs) scores each video with the weights and
+    temperature of its split on the clean holdout (its degraded twin); ``method`` and
+    ``calibrate`` then do not apply. ``temperature`` applies a fixed one (a shipped ensemble)
+    and ``bounds`` bounds the ensemble's scores as a submission does. Temperature scaling of
+    every model and of the ensemble is reported under "calibration" either way. The table's
+    ``attrs`` hold ``weights`` (fitted on every video: what ships), ``split_*`` and
+    ``calibrated`` (name -> cross-fitted temperature-scaled scores, for the reliability diagram).
+    """
+    p = params or EvaluateParams()
+    if p.method not in (*METHODS, "fitted"):
+        raise ValueError(f"method must be one of {(*METHODS, 'fitted')}, got {p.method!r}")
+    seed = 0
+    names = list(preds)
+    groups = _groups(preds, info)
+    ens = ensemble(preds, weights=p.weights if p.method == "given" else None,
+                   method="given" if p.method == "given" else "equal")
+    y = ens["label"].to_numpy()
+    keys = [groups.get(v, v) for v in ens["video"].astype(str)]
+    probs = model_scores(ens, names)
+    split = _splits_and_views(preds, ens, keys, p.splits, seed) if np.unique(y).size == 2 else None
+    if p.method == "fitted" and split is None:
+        raise ValueError(f"cannot cross-fit weights on {len(ens)} videos ({len(set(keys))} originals) "
+                         f"over {p.splits} splits")
+    weighted = _weighted(y, probs, split, ens, names, p.method, fitted)
+    prob = weighted.prob if temperature is None else apply_temperature(weighted.prob, temperature)
+    ens["prob"] = np.clip(prob, 0.0, 1.0)
+    ens.attrs["weights"] = dict(zip(names, map(float, weighted.shipped)))
+    calibration, calibrated, ens_temps = _calibrations(y, probs, split, weighted, ens["prob"].to_numpy(), names,
+                                                       temperature)
+    calibrate = p.calibrate and fitted is None
+    if calibrate:
+        if ENSEMBLE not in calibrated:
+            raise ValueError(f"cannot cross-fit a temperature on {len(ens)} videos ({len(set(keys))} originals, "
+                             f"{np.unique(y).size} classes) over {p.splits} splits")
+        ens["prob"] = calibrated[ENSEMBLE]
+    if bounds is not None:
+        ens["prob"] = ens["prob"].clip(*bounds)
+    doc = _metrics(ens, names, keys, p.bootstrap, seed, frames, info, groups)
+    doc[ENSEMBLE] |= {"method": p.method, "weights": ens.attrs["weights"], "partial": int(ens.attrs["partial"]),
+                      "cross_fitted": p.method == "fitted", "calibrated": calibrate,
+                      "temperature": calibration[ENSEMBLE]["temperature"] if calibrate else temperature}
+    doc["calibration"] = calibration
+    ens.attrs.update(method=p.method, calibrated=calibrated,
+                     split_videos=[ens["video"].iloc[part].tolist() for part in split[0]] if split else [],
+                     split_weights=[dict(zip(names, map(float, w))) for w in weighted.split_weights],
                      split_temperatures=ens_temps if calibrate else [])
     return doc, ens
+
+
+def headline(doc: Mapping, degraded: Mapping | None = None) -> dict[str, dict[str, float]]:
+    """The few numbers `dvc exp show` and `dvc metrics diff` show by default: the ensemble's and each model's
+    video log loss and AUC, clean and degraded, then their 95% intervals (ensemble first, keys in that order);
+    with a left-out manipulation, each model's log loss and AUC on it (``leave_out``)."""
+    rows = {ENSEMBLE: doc[ENSEMBLE], **doc.get("models", {})}
+    drows = {ENSEMBLE: degraded.get(ENSEMBLE, {}), **degraded.get("models", {})} if degraded else {}
+    out: dict[str, dict[str, float]] = {}
+    for name, m in rows.items():
+        d = drows.get(name, {})
+        sets = [("", m)] + ([("degraded_", d)] if d else [])
+        row = {f"{pre}{k}": m_[k] for pre, m_ in sets for k in ("log_loss", "auc") if k in m_}
+        row |= {f"{pre}{k}_{end}": m_[f"{k}_{end}"] for pre, m_ in sets for k in ("log_loss", "auc")
+                for end in ("lo", "hi") if f"{k}_{end}" in m_}
+        out[name] = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+    left = (doc.get("leave_out") or {}).get("video") or {}
+    if left:  # the left-out manipulation's fakes against every real: what the generalisation runs compare
+        out["leave_out"] = {name: {k: m[k] for k in ("log_loss", "auc") if k in m} for name, m in left.items()}
+    return out
 
 
 def _cell(value: Any, key: str = "") -> str:

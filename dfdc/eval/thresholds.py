@@ -96,6 +96,11 @@ class ThresholdFit:
         return {"split": np.array([split_of[str(v)] for v in videos]),
                 **{f"prob_fit{k}": view for k, view in enumerate(self.views)}}
 
+    def rules_by_video(self) -> dict[str, tuple[Rule, ...]]:
+        """Each video's rules: those of the split it was scored in, fitted without it (scores its degraded
+        twin without its label either)."""
+        return {str(v): rules for rules, videos in zip(self.split_rules, self.split_videos) for v in videos}
+
     def to_dict(self) -> dict:
         """Plain types for the artifact (rules as [t, k] pairs)."""
         return {"rules": [list(r) for r in self.rules], "split_rules": [[list(r) for r in s] for s in self.split_rules],
@@ -141,21 +146,3 @@ def fit_thresholds(videos: pd.DataFrame, frames: pd.DataFrame, *, levels: int = 
         split_videos.append([names[i] for i in part])
         views.append(scores[best])
     return ThresholdFit(cands[shipped], split_rules, split_videos, prob, views=np.stack(views))
-
-
-def read_fit(doc: dict, source: str) -> tuple[tuple[Rule, ...], dict[str, tuple[Rule, ...]]]:
-    """(rules fitted on every video, the cross-fitted rules of each video) from a ``thresholds.json`` document.
-
-    Each video gets the rules of the split it was scored in, fitted without it.
-    """
-    from dfdc.inference.aggregate import check_rules
-
-    try:
-        rules = check_rules(doc["rules"], source)
-        by_video = {}
-        for split_rules, videos in zip(doc["split_rules"], doc["split_videos"]):
-            r = check_rules(split_rules, source)
-            by_video.update({str(v): r for v in videos})
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"{source}: not a thresholds file ({type(e).__name__}: {e})") from None
-    return rules, by_video

@@ -1,6 +1,6 @@
 """MTCNN face detection (facenet-pytorch, weights shipped in the wheel).
 
-Frames are scaled by their longer side before detection (seed 004's rule) and
+Frames are scaled by their longer side before detection (the 1st place's rule) and
 boxes/landmarks are mapped back to full-resolution pixels.
 """
 from __future__ import annotations

@@ -62,7 +62,7 @@ def min_frames(k: float | np.ndarray, n: int | np.ndarray) -> np.ndarray | int:
 
 
 def threshold_strategy(p: ArrayLike, rules: Sequence[Rule] = ()) -> float:
-    """Seed 002's post-processing: for each (t, k) in turn, if at least a fraction k of the frames
+    """The 15th place's post-processing: for each (t, k) in turn, if at least a fraction k of the frames
     (and at least one) score above t, the mean of those frames; else the plain mean.
 
     The rules (falling t, rising k) are fitted per model on the holdout

@@ -33,6 +33,16 @@ class Scoring:
     source: str  # where the members and weights came from, for the summary line
     notes: list[str]  # warnings and notes to print once
 
+    @classmethod
+    def of(cls, models: list, device: str = "cpu", **flags: Any) -> "Scoring":
+        """``models`` (with their own weights) and the settings ``flags`` give, else what the checkpoints were
+        trained with, else the defaults (:func:`dfdc.inference.settings.resolve`)."""
+        import torch
+
+        from dfdc.inference.settings import resolve
+
+        return cls(list(models), resolve(models, flags), torch.device(device), "the given models", [])
+
 
 def load_scoring(*, models: list[str] | None = None, ensemble_file: str | Path | None = None,
                  models_dir: str | Path = "models", device: str = "auto", params: str | Path = "params.yaml",

@@ -67,7 +67,7 @@ def fold_batch_norms(model: torch.nn.Module) -> torch.nn.Module:
 def from_checkpoint(path: str | Path, device: torch.device | str = "cpu", name: str | None = None,
                     weight: float = 1.0) -> ScoringModel:
     """Load a trained checkpoint for scoring (batch norms folded on the CPU, channels-last weights)."""
-    from dfdc.train.checkpoint import load
+    from dfdc.models.checkpoint import load
 
     device = torch.device(device)
     ckpt = load(path, device)

@@ -39,6 +39,19 @@ class Settings:
     tta: bool
     sources: dict[str, str] = field(default_factory=dict)  # setting -> "flag" | "checkpoints" | "params" | ...
     temperature: float | None = None  # the calibrated ensemble's, from its file
+    frames: int = 32  # frames sampled evenly from a video
+    detect_every: int = 10  # the detector sees about one sampled frame every this many video frames
+    clip_windows: int = 10  # windows per face track for a clip model
+    batch_size: int = 64
+    bounds: tuple[float, float] = (0.01, 0.99)  # a submission's probability bounds
+
+    def __post_init__(self) -> None:
+        if self.detect_every < 1:
+            raise ValueError(f"detect_every must be >= 1, got {self.detect_every}")
+        if self.clip_windows < 1:
+            raise ValueError(f"clip_windows must be >= 1, got {self.clip_windows}")
+        if self.frames < 1:
+            raise ValueError(f"frames must be >= 1, got {self.frames}")
 
     def describe(self) -> str:
         """One phrase for the summary line, naming what did not come from the checkpoints."""
@@ -86,6 +99,8 @@ def resolve(models: Sequence[ScoringModel], flags: dict[str, Any], params: str |
             ensemble: Any = None) -> Settings:
     """Settings for scoring with ``models``; ``flags`` maps setting names to values or None (not given).
 
+    ``frames``, ``detect_every``, ``clip_windows`` and ``batch_size`` come from the flags or the defaults.
+
     Raises :class:`SettingsConflict` when the models' detector settings differ on a key no flag sets.
     """
     detect_p, crops_p, predict_p, fallback = _params_sections(params)
@@ -122,5 +137,8 @@ def resolve(models: Sequence[ScoringModel], flags: dict[str, Any], params: str |
             values[key], sources[key] = from_ensemble, "ensemble"
         else:
             values[key], sources[key] = from_params, fallback
+    sampling = {k: flags[k] for k in ("frames", "detect_every", "clip_windows", "batch_size")
+                if flags.get(k) is not None}
     return Settings(detector={k: values[k] for k in DETECTOR_KEYS}, link={k: values[k] for k in TRACK_KEYS},
-                    margins=margins, strategy=values["strategy"], tta=bool(values["tta"]), sources=sources)
+                    margins=margins, strategy=values["strategy"], tta=bool(values["tta"]), sources=sources,
+                    **sampling)

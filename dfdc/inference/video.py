@@ -23,11 +23,12 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from dfdc.eval.calibrate import apply_temperature
 from dfdc.faces.crops import crop_box, cut
 from dfdc.faces.tracks import detect_subset, interpolate_tracks, link_tracks
-from dfdc.inference.aggregate import NO_FACE, aggregate_tracks, for_input
 from dfdc.inference import scorer
+from dfdc.inference.aggregate import NO_FACE, aggregate_tracks, for_input
+from dfdc.inference.combine import combine
+from dfdc.inference.load import Scoring
 from dfdc.inference.scorer import ScoringModel
 from dfdc.parallel import prefetch_map
 from dfdc.store import atomic_path
@@ -76,13 +77,11 @@ def _no_face_reason(w: int, h: int, min_face_size: int) -> str:
     return "no face"
 
 
-def _score_video(path: Path, models: list[ScoringModel], detector, *, frames: int, detect_every: int,
-                 strategy: str, tta: bool, margins: dict[str, float], link: dict, batch_size: int,
-                 device: torch.device, thumbs: bool, temperature: float | None = None,
-                 clip_windows: int = 10) -> VideoResult:
-    """Decode, detect, crop per model, classify and aggregate one input (unclipped probability)."""
+def _score_video(path: Path, scoring: Scoring, detector, thumbs: bool) -> VideoResult:
+    """Decode, detect, crop per model, classify and aggregate one input (unbounded probability)."""
+    models, s, device = scoring.models, scoring.settings, scoring.device
     t0 = time.perf_counter()
-    decoded, error, kind = _decode(path, frames)
+    decoded, error, kind = _decode(path, s.frames)
     res = VideoResult(path.name, NO_FACE, kind=kind, timings={"decode": time.perf_counter() - t0})
     if error:
         res.reason = error
@@ -91,15 +90,15 @@ def _score_video(path: Path, models: list[ScoringModel], detector, *, frames: in
     h, w = decoded[idx[0]].shape[:2]
     res.frames, res.size = idx, (w, h)
     t0 = time.perf_counter()
-    looked = detect_subset(idx, detect_every)
+    looked = detect_subset(idx, s.detect_every)
     found = detector.detect([decoded[i] for i in looked])
     if len(looked) < len(idx) and not any(len(f) for f in found):  # no face yet: look at the other frames too
         rest = sorted(set(idx) - set(looked))
         by_frame = dict(zip(looked, found)) | dict(zip(rest, detector.detect([decoded[i] for i in rest])))
         looked, found = idx, [by_frame[i] for i in idx]
-    track_ids = link_tracks(looked, [f.boxes for f in found], **link)
+    track_ids = link_tracks(looked, [f.boxes for f in found], **s.link)
     rows = [np.hstack([f.boxes, f.scores[:, None]]) for f in found]  # (K, 5): box, detector score
-    filled = interpolate_tracks(idx, looked, rows, track_ids, max_gap=link.get("max_gap", 2))
+    filled = interpolate_tracks(idx, looked, rows, track_ids, max_gap=s.link.get("max_gap", 2))
     res.timings["detect"] = time.perf_counter() - t0
     meta = []
     for i, (faces, tids, hit) in zip(idx, filled):
@@ -112,22 +111,23 @@ def _score_video(path: Path, models: list[ScoringModel], detector, *, frames: in
     frame_models = [m for m in models if m.spec.input == "frame"]
     clip_models = [m for m in models if m.spec.input == "clip"]
     t0 = time.perf_counter()
-    per_model, crops_at = classify_faces(decoded, meta, frame_models, margins, tta=tta, batch_size=batch_size,
+    margins = s.margins
+    per_model, crops_at = classify_faces(decoded, meta, frame_models, margins, tta=s.tta, batch_size=s.batch_size,
                                          device=device)
     tracks = np.array([f["track"] for f in meta])
-    res.model_probs = {m.name: aggregate_tracks(per_model[m.name], tracks, strategy, rules=m.rules or ())
+    res.model_probs = {m.name: aggregate_tracks(per_model[m.name], tracks, s.strategy, rules=m.rules or ())
                        for m in frame_models}
     res.timings["classify"] = time.perf_counter() - t0
     unscored = []
     if clip_models:
         t0 = time.perf_counter()
-        by_clip, unscored = classify_clips(path, meta, clip_models, margins, windows=clip_windows, tta=tta,
-                                           batch_size=batch_size, device=device)
+        by_clip, unscored = classify_clips(path, meta, clip_models, margins, windows=s.clip_windows, tta=s.tta,
+                                           batch_size=s.batch_size, device=device)
         res.timings["clips"] = time.perf_counter() - t0
         for m in clip_models:
             if m.name in by_clip:
                 probs, window_tracks, starts = by_clip[m.name]
-                kind, min_len = for_input("clip", strategy)
+                kind, min_len = for_input("clip", s.strategy)
                 res.model_probs[m.name] = aggregate_tracks(probs, window_tracks, kind, min_len)
                 res.windows += [{"model": m.name, "track": int(t), "frame": int(f), "prob": float(p)}
                                 for t, f, p in zip(window_tracks, starts, probs)]
@@ -137,9 +137,10 @@ def _score_video(path: Path, models: list[ScoringModel], detector, *, frames: in
         return res
     if unscored:
         res.note = "scored without " + "; ".join(unscored)
-    weights = np.array([m.weight for m in scored], np.float64)
-    weights /= weights.sum()
-    res.prob = float(sum(wt * res.model_probs[m.name] for wt, m in zip(weights, scored)))
+    res.prob = float(combine([[res.model_probs.get(m.name, np.nan) for m in models]], [m.weight for m in models],
+                             s.temperature)[0])
+    if np.isnan(res.prob):
+        res.prob, res.reason = NO_FACE, "scored only by models of weight 0 in the ensemble"
     if frame_models:
         fw = np.array([m.weight for m in frame_models], np.float64)
         fw /= fw.sum()
@@ -156,8 +157,6 @@ def _score_video(path: Path, models: list[ScoringModel], detector, *, frames: in
     if thumbs and frame_models:
         res.thumbs = [(_thumb(c), float(p)) for c, p in zip(crops_at[first], frame_probs)]
         res.cams = _cams(frame_models, meta, crops_at, margins, frame_probs, device)
-    if temperature is not None:
-        res.prob = float(apply_temperature(res.prob, temperature))
     return res
 
 
@@ -249,60 +248,40 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def predict_videos(
-    paths: Iterable[Path],
-    models: list[ScoringModel],
-    detector,
-    frames: int = 32,
-    detect_every: int = 10,
-    strategy: str = "confident",
-    tta: bool = False,
-    margins: dict[str, float] | None = None,
-    link: dict | None = None,
-    clip: tuple[float, float] = (0.01, 0.99),
-    batch_size: int = 64,
-    workers: int = 2,
-    device: torch.device | str = "cpu",
-    thumbs: bool = False,
-    progress: bool = True,
-    temperature: float | None = None,
-    clip_windows: int = 10,
-) -> list[VideoResult]:
-    """Score every path; unscorable files get 0.5 with a reason. Order follows ``paths``.
+def predict_videos(paths: Iterable[Path], scoring: Scoring, detector=None, *, workers: int = 2,
+                   thumbs: bool = False, progress: bool = True) -> list[VideoResult]:
+    """Score every path with ``scoring`` (its models, settings and device); unscorable files get 0.5 with a
+    reason. Order follows ``paths``.
 
-    Of the ``frames`` frames sampled evenly, the detector sees the first, the last
-    and about one every ``detect_every`` video frames between
-    (:func:`dfdc.faces.tracks.detect_subset`; 1: all of them), and the rest too
-    when those hold no face; the faces are linked into tracks (``link``: min_iou,
-    max_gap) and carried to the other sampled frames along each track
-    (:func:`dfdc.faces.tracks.interpolate_tracks`). A still image is one frame.
-    Each model gets crops at its margin (``margins``, default 0.3) and the ensemble
-    score is the models' weighted mean (scaled by ``temperature`` when the ensemble
-    was calibrated; "thresholds" uses each model's fitted ``rules``). ``workers`` inputs are scored at once, each
-    in its own thread (0: one after the other in this thread), with torch's
-    intra-op threads divided between them. ``thumbs`` keeps small face thumbnails
-    with their scores for :func:`write_report`.
+    Of the ``frames`` frames sampled evenly, the detector (``detector``, else one built from the
+    settings) sees the first, the last and about one every ``detect_every`` video frames between
+    (:func:`dfdc.faces.tracks.detect_subset`; 1: all of them), and the rest too when those hold no
+    face; the faces are linked into tracks (``link``: min_iou, max_gap) and carried to the other
+    sampled frames along each track (:func:`dfdc.faces.tracks.interpolate_tracks`). A still image is
+    one frame. Each model gets crops at its margin and the models' scores make the ensemble's by
+    :func:`dfdc.inference.combine.combine` ("thresholds" uses each model's fitted ``rules``), bounded
+    to the settings' ``bounds``. ``workers`` inputs are scored at once, each in its own thread (0: one
+    after the other in this thread), with torch's intra-op threads divided between them. ``thumbs``
+    keeps small face thumbnails with their scores for :func:`write_report`.
 
     Clip models score ``clip_windows`` windows of consecutive frames per face track
     (:func:`classify_clips`), each track the mean of its windows; a video too short for
     one window is scored by the frame models alone, or gets 0.5 and the reason when the
     ensemble has only clip models.
     """
-    if detect_every < 1:
-        raise ValueError(f"detect_every must be >= 1, got {detect_every}")
-    if clip_windows < 1:
-        raise ValueError(f"clip_windows must be >= 1, got {clip_windows}")
-    unfitted = [m.name for m in models if strategy == "thresholds" and m.rules is None and m.spec.input == "frame"]
+    s = scoring.settings
+    unfitted = [m.name for m in scoring.models
+                if s.strategy == "thresholds" and m.rules is None and m.spec.input == "frame"]
     if unfitted:
         raise ValueError(f"strategy 'thresholds' needs rules fitted on the holdout, and {', '.join(unfitted)} has "
                          "none: they come only from an ensemble file that `evaluate` wrote with predict.strategy: "
                          "thresholds (drop --models, or pass --ensemble FILE), or choose another --strategy")
-    device = torch.device(device)
+    if detector is None:
+        from dfdc.faces.detector import FaceDetector
+
+        detector = FaceDetector(device=str(scoring.device), **s.detector)
     paths = list(paths)
-    margins = margins or {m.name: 0.3 for m in models}
-    score_one = partial(_score_video, models=models, detector=detector, frames=frames, detect_every=detect_every,
-                        strategy=strategy, tta=tta, margins=margins, link=link or {}, batch_size=batch_size,
-                        device=device, thumbs=thumbs, temperature=temperature, clip_windows=clip_windows)
+    score_one = partial(_score_video, scoring=scoring, detector=detector, thumbs=thumbs)
     results = []
     bar = tqdm(total=len(paths), desc="predict", unit="file", disable=not progress)
     with _torch_threads(max(1, torch.get_num_threads() // max(1, workers))):
@@ -311,7 +290,7 @@ def predict_videos(
             bar.update(1)
     bar.close()
     for res in results:
-        res.prob = float(np.clip(res.prob, *clip))
+        res.prob = float(np.clip(res.prob, *s.bounds))
     return results
 
 

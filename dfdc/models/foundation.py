@@ -28,7 +28,6 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dfdc.models.registry import register
 from dfdc.models.spec import DeepfakeModel, ModelOutput, ModelSpec
 from dfdc.models.weights import WeightsError, timm_hub_check
 
@@ -194,5 +193,5 @@ def _builder(name: str, tower: str, mode: str):
     return build
 
 
-for _name, (_tower, _mode) in CLIP_DETECTORS.items():
-    register(_name, _builder(_name, _tower, _mode))
+# the family's rows of the model registry (dfdc.models.registry collects them)
+BUILDERS = {name: _builder(name, tower, mode) for name, (tower, mode) in CLIP_DETECTORS.items()}

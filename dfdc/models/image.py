@@ -5,7 +5,6 @@ from typing import Any
 
 from torch import Tensor
 
-from dfdc.models.registry import register
 from dfdc.models.spec import DeepfakeModel, ModelOutput, ModelSpec
 from dfdc.models.weights import timm_hub_check
 
@@ -65,5 +64,5 @@ def _builder(name: str, arch: str, has_drop_path: bool):
     return build
 
 
-for _name, (_arch, _drop_path) in TIMM_2D.items():
-    register(_name, _builder(_name, _arch, _drop_path))
+# the family's rows of the model registry (dfdc.models.registry collects them)
+BUILDERS = {name: _builder(name, arch, drop_path) for name, (arch, drop_path) in TIMM_2D.items()}

@@ -5,8 +5,9 @@ A builder takes ``input_size``, ``drop_rate``, ``drop_path_rate`` and ``hub``
 :class:`~dfdc.models.spec.DeepfakeModel` with its spec. A clip model's builder
 also names ``clip_len`` and ``frame_stride`` among its parameters (its defaults
 are the family's); a frame model's builder does not. Families register their
-variants from a table (:mod:`dfdc.models.image`, :mod:`dfdc.models.video3d`,
-:mod:`dfdc.models.sequence`, :mod:`dfdc.models.wsdan`, :mod:`dfdc.models.foundation`).
+variants as a table, ``BUILDERS`` (:mod:`dfdc.models.image`, :mod:`dfdc.models.video3d`,
+:mod:`dfdc.models.sequence`, :mod:`dfdc.models.wsdan`, :mod:`dfdc.models.foundation`), which
+:func:`_load_families` adds to :data:`MODELS` on first use; a new family is one more module named there.
 """
 from __future__ import annotations
 
@@ -56,10 +57,7 @@ def create_model(
     :mod:`dfdc.models.weights`). ``clip_len`` and ``frame_stride`` (clip models
     only; None: the model's defaults) end up in the model's spec.
     """
-    _load_families()
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
-    builder = MODELS[name]
+    builder = _builder(name)
     clip = {k: v for k, v in (("clip_len", clip_len), ("frame_stride", frame_stride)) if v is not None}
     if clip and not takes_clips(builder):
         raise ValueError(f"{name} eats single crops: clip_len and frame_stride apply to clip models only, "
@@ -70,6 +68,18 @@ def create_model(
     if path is not None:
         load_pretrained_file(model, path, name)
     return model
+
+
+def input_kind(name: str) -> str:
+    """``"frame"`` or ``"clip"``: what registered model ``name`` eats, read from its builder (nothing is built)."""
+    return "clip" if takes_clips(_builder(name)) else "frame"
+
+
+def _builder(name: str) -> Builder:
+    _load_families()
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
+    return MODELS[name]
 
 
 def takes_clips(builder: Builder) -> bool:
@@ -99,5 +109,15 @@ def load_pretrained_file(model: DeepfakeModel, path: os.PathLike, name: str) -> 
 
 
 def _load_families() -> None:
-    """Import the modules whose tables fill :data:`MODELS`."""
-    from dfdc.models import foundation, image, sequence, video3d, wsdan  # noqa: F401
+    """Add the families' tables (each module's ``BUILDERS``) to :data:`MODELS`, once."""
+    if _LOADED:
+        return
+    from dfdc.models import foundation, image, sequence, video3d, wsdan
+
+    for family in (image, video3d, sequence, wsdan, foundation):
+        for name, builder in family.BUILDERS.items():
+            register(name, builder)
+    _LOADED.append(True)
+
+
+_LOADED: list[bool] = []

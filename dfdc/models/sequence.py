@@ -1,4 +1,5 @@
-"""Sequence models on face-track clips: NTech's temporal EfficientNet (seed 001), frame backbone + LSTM (seed 002).
+"""Sequence models on face-track clips: NTech's (3rd place) temporal EfficientNet, and the 15th place's frame
+backbone + LSTM.
 
 Both run the clip's frames through a 2D timm backbone as one ``(B*T, 3, H, W)`` batch whose keys are
 those of the 2D :class:`~dfdc.models.image.TimmClassifier` of the same timm architecture
@@ -14,7 +15,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dfdc.models.image import TIMM_2D
-from dfdc.models.registry import register
 from dfdc.models.spec import DeepfakeModel, ModelOutput, ModelSpec
 from dfdc.models.weights import timm_hub_check
 
@@ -22,13 +22,13 @@ log = logging.getLogger(__name__)
 
 TEMPORAL = "temporal"  # NTech's temporal convolutions live under this prefix
 
-# registered name: (timm architecture, has stochastic depth); seed 001 used the Noisy Student B7
+# registered name: (timm architecture, has stochastic depth); NTech used the Noisy Student B7
 NTECH: dict[str, tuple[str, bool]] = {
     "ntech_efficientnet_b0": ("efficientnet_b0", True),
     "ntech_tf_efficientnet_b7_ns": ("tf_efficientnet_b7.ns_jft_in1k", True),
 }
 LSTM_BACKBONES = ("resnet18", "regnetx_002", "mobilenetv3_small_100", "efficientnet_b0", "efficientnet_b6",
-                  "tf_efficientnet_b7_ns")  # seed 002: B6
+                  "tf_efficientnet_b7_ns")  # the 15th place: B6
 LSTM_HEAD = ("lstm", "logit")  # names no timm model uses at its top level
 HEAD_PREFIXES = tuple(h + "." for h in LSTM_HEAD)
 
@@ -82,7 +82,7 @@ class NTechSequence(DeepfakeModel):
     Frames run as one ``(B*T)`` 2D batch; after each block, :class:`TemporalConv` ``temporal.<k>`` mixes
     neighbouring frames. The features are averaged over T, H and W and the 2D classifier gives one logit.
     With the temporal convs at their zero init the model is the 2D classifier averaged over frames, so the
-    2D weights work unchanged. Seed 001 (NTech's code) inflated each block's 1x1 expansion conv into a full
+    2D weights work unchanged. NTech's code inflated each block's 1x1 expansion conv into a full
     (3, 1, 1) conv instead; the residual form keeps the 2D keys and the 2D model's output exactly.
     """
 
@@ -155,7 +155,7 @@ def ntech(name: str, *, input_size: int = 224, drop_rate: float = 0.0, drop_path
           hub: bool = False, clip_len: int = 7, frame_stride: int = 2, depthwise: bool = False) -> NTechSequence:
     """NTech's sequence model ``name`` of :data:`NTECH` (ImageNet weights for the 2D part when ``hub``).
 
-    Defaults follow seed 001: 7 frames 1/15 s apart (every 2nd frame at 30 fps), full (3, 1, 1) convs.
+    Defaults follow NTech: 7 frames 1/15 s apart (every 2nd frame at 30 fps), full (3, 1, 1) convs.
     """
     arch, has_drop_path = NTECH[name]
     net = _timm_backbone(name, arch, has_drop_path, num_classes=1, drop_rate=drop_rate,
@@ -172,7 +172,7 @@ class FrameLSTM(DeepfakeModel):
 
     ``backbone`` has the keys of the 2D classifier's backbone without its classifier, so a trained frame
     model's weights load with :meth:`load_backbone`; ``lstm`` and ``logit`` (a linear layer) are the head, so
-    ``backbone_lr_scale: 0`` trains exactly them (seed 002). The clip's logit reads the last layer's final
+    ``backbone_lr_scale: 0`` trains exactly them (the 15th place). The clip's logit reads the last layer's final
     states of both directions; features get dropout at ``drop_rate`` before the LSTM.
     """
 
@@ -211,7 +211,7 @@ def frame_lstm(backbone_name: str, *, input_size: int = 224, drop_rate: float = 
                num_layers: int = 2, bidirectional: bool = True) -> FrameLSTM:
     """``lstm_<backbone_name>``: a 2D backbone of :data:`~dfdc.models.image.TIMM_2D` under an LSTM head.
 
-    Defaults follow seed 002's code: 5 consecutive frames, a 2-layer bidirectional LSTM of 512 units.
+    Defaults follow the 15th place's code: 5 consecutive frames, a 2-layer bidirectional LSTM of 512 units.
     """
     arch, has_drop_path = TIMM_2D[backbone_name]
     net = _timm_backbone(f"lstm_{backbone_name}", arch, has_drop_path, num_classes=0, drop_rate=0.0,
@@ -230,7 +230,7 @@ def _ntech_builder(name: str):
         return ntech(name, input_size=input_size, drop_rate=drop_rate, drop_path_rate=drop_path_rate, hub=hub,
                      clip_len=clip_len, frame_stride=frame_stride)
 
-    build.__doc__ = f"{name}: timm's {NTECH[name][0]} with a temporal conv after every block (seed 001)."
+    build.__doc__ = f"{name}: timm's {NTECH[name][0]} with a temporal conv after every block (NTech, 3rd place)."
     return build
 
 
@@ -240,11 +240,10 @@ def _lstm_builder(backbone_name: str):
         return frame_lstm(backbone_name, input_size=input_size, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
                           hub=hub, clip_len=clip_len, frame_stride=frame_stride)
 
-    build.__doc__ = f"lstm_{backbone_name}: {backbone_name}'s features per frame -> LSTM -> one logit (seed 002)."
+    build.__doc__ = f"lstm_{backbone_name}: {backbone_name}'s features per frame -> LSTM -> one logit (the 15th place)."
     return build
 
 
-for _name in NTECH:
-    register(_name, _ntech_builder(_name))
-for _backbone in LSTM_BACKBONES:
-    register(f"lstm_{_backbone}", _lstm_builder(_backbone))
+# the family's rows of the model registry (dfdc.models.registry collects them)
+BUILDERS = {**{name: _ntech_builder(name) for name in NTECH},
+            **{f"lstm_{backbone}": _lstm_builder(backbone) for backbone in LSTM_BACKBONES}}

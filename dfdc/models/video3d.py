@@ -1,4 +1,4 @@
-"""3D CNNs on face-track clips (seed 000): torchvision's Kinetics nets, a narrow 3D ResNet, and an inflated I3D.
+"""3D CNNs on face-track clips (the Medics): torchvision's Kinetics nets, a narrow 3D ResNet, and an inflated I3D.
 
 Every model eats ``(B, 3, T, H, W)`` normalised clips and returns one fake logit per clip.
 The torchvision family (``r3d_18``, ``mc3_18``, ``r2plus1d_18``, ``s3d``) keeps the
@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dfdc.models.registry import register
 from dfdc.models.spec import DeepfakeModel, ModelOutput, ModelSpec
 from dfdc.models.weights import WeightsError, torchvision_weights
 
@@ -403,7 +402,5 @@ def _torchvision_builder(name: str):
     return build
 
 
-for _name in TORCHVISION_3D:
-    register(_name, _torchvision_builder(_name))
-register("r3d_mini", r3d_mini)
-register("i3d", i3d)
+# the family's rows of the model registry (dfdc.models.registry collects them)
+BUILDERS = {**{name: _torchvision_builder(name) for name in TORCHVISION_3D}, "r3d_mini": r3d_mini, "i3d": i3d}

@@ -1,4 +1,4 @@
-"""WS-DAN, the attention model of the DFDC 4th place (seed 003): attention maps guide crops and drops of the face.
+"""WS-DAN, the attention model of the DFDC 4th place (\\WM/): attention maps guide crops and drops of the face.
 
 Hu et al., "See Better Before Looking Closer: Weakly Supervised Data Augmentation Network for Fine-Grained
 Visual Classification" (arXiv:1901.09891), adapted to one fake logit. A timm backbone's last feature map
@@ -10,7 +10,7 @@ views go through the network again and get a BCE of their own, and a centre loss
 features to the centre of its class (real or fake). At evaluation, the mean attention map crops the image
 and the prediction averages the probabilities of the whole image and its crop.
 
-Seed 003's adaptations: 8 attention maps (the paper: 32), dropout of whole attention parts on the feature
+\\WM/'s adaptations: 8 attention maps (the paper: 32), dropout of whole attention parts on the feature
 matrix the classifier reads (attention heads that settle on the image's edge carry nothing and would make
 attention dropping useless), and feature centres multiplied by 2 after each epoch (:meth:`WSDAN.scale_centres`)
 so that they settle. The defaults of :class:`WSDAN` are those of the 4th place's code (its ``wsdan-conf``
@@ -28,12 +28,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dfdc.models.image import TIMM_2D
-from dfdc.models.registry import register
+from dfdc.models.losses import split_bce
 from dfdc.models.spec import DeepfakeModel, ModelOutput, ModelSpec
 from dfdc.models.weights import timm_hub_check
-from dfdc.train.losses import split_bce
 
-WSDAN_BACKBONES = ("xception", "efficientnet_b3", "resnet18")  # rows of TIMM_2D; seed 003: Xception and B3
+WSDAN_BACKBONES = ("xception", "efficientnet_b3", "resnet18")  # rows of TIMM_2D; \WM/: Xception and B3
 HEAD = ("attention", "logit", "centres")  # names no timm model uses at its top level
 HEAD_PREFIXES = tuple(h + "." for h in HEAD)
 EPS = 1e-12  # under the signed square root
@@ -140,7 +139,7 @@ def update_centres(centres: Tensor, features: Tensor, fake: Tensor, beta: float)
     """Move each class's centre in place: ``centre += beta * (mean feature of the class - centre / |centre|)``.
 
     As in WS-DAN's code the step is taken towards the unit-norm centre, so a centre's direction moves by
-    about ``beta / |centre|``: scaling the centres up (seed 003: by 2 after each epoch) slows them down.
+    about ``beta / |centre|``: scaling the centres up (\\WM/: by 2 after each epoch) slows them down.
     Classes absent from the batch keep their centre.
     """
     features = features.detach().float()
@@ -162,7 +161,7 @@ class WSDAN(DeepfakeModel):
     Head (``spec.head``): the attention layers ``attention.*``, the classifier ``logit.*`` and the class
     centres ``centres`` (a buffer, saved with the weights): the backbone's keys are those of the 2D
     :class:`~dfdc.models.image.TimmClassifier` of the same timm architecture without its classifier, so
-    ImageNet weights or a trained frame model (seed 003 started its WS-DAN from its trained Xception) load
+    ImageNet weights or a trained frame model (\\WM/ started its WS-DAN from its trained Xception) load
     into it and nothing else. ``feature_dropout`` is the rate at which whole attention parts are dropped
     from the classifier's input in training (on the whole image's pass only); the centre loss reads the
     features without it.
@@ -268,11 +267,11 @@ class WSDAN(DeepfakeModel):
 
     @torch.no_grad()
     def scale_centres(self, factor: float = 2.0) -> None:
-        """Multiply the class centres by ``factor``: seed 003 doubled them after each epoch so they settle."""
+        """Multiply the class centres by ``factor``: \\WM/ doubled them after each epoch so they settle."""
         self.centres.mul_(factor)
 
     def end_epoch(self, epoch: int) -> None:
-        """Seed 003's centre fixing: the centres double after every epoch (their moves shrink as 1/|centre|)."""
+        """\\WM/'s centre fixing: the centres double after every epoch (their moves shrink as 1/|centre|)."""
         self.scale_centres(2.0)
 
     def pretrained_keys(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -291,7 +290,7 @@ def wsdan(backbone_name: str, *, input_size: int = 224, drop_rate: float = 0.5, 
           hub: bool = False, **kwargs: Any) -> WSDAN:
     """``wsdan_<backbone_name>``: WS-DAN on a 2D backbone of :data:`~dfdc.models.image.TIMM_2D`.
 
-    ``drop_rate`` is the feature-matrix dropout (seed 003's code: 0.5; ``create_model``'s default is 0, so
+    ``drop_rate`` is the feature-matrix dropout (\\WM/'s code: 0.5; ``create_model``'s default is 0, so
     a training config sets it); ``drop_path_rate`` reaches the backbone's stochastic depth. ``hub``: the
     backbone's ImageNet weights. Other keywords go to :class:`WSDAN`.
     """
@@ -319,9 +318,9 @@ def _builder(backbone_name: str):
         return wsdan(backbone_name, input_size=input_size, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
                      hub=hub)
 
-    build.__doc__ = f"wsdan_{backbone_name}: WS-DAN on timm's {TIMM_2D[backbone_name][0]} (seed 003)."
+    build.__doc__ = f"wsdan_{backbone_name}: WS-DAN on timm's {TIMM_2D[backbone_name][0]} (\\WM/, 4th place)."
     return build
 
 
-for _backbone in WSDAN_BACKBONES:
-    register(f"wsdan_{_backbone}", _builder(_backbone))
+# the family's rows of the model registry (dfdc.models.registry collects them)
+BUILDERS = {f"wsdan_{backbone}": _builder(backbone) for backbone in WSDAN_BACKBONES}

@@ -18,9 +18,10 @@ import logging
 import os
 import re
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import pandas as pd
 from tqdm import tqdm
@@ -38,7 +39,7 @@ class Chunk:
     """A run of one part's units (videos, or crops) that a stage processes and records as one."""
 
     name: str
-    keys: tuple[str, ...]  # its units' names (videos; crops for `diffs`), in order
+    keys: tuple[str, ...]  # its units' names (videos, or originals), in order
     inputs: str  # digest of everything the chunk reads
     rows: Any = field(default=None, compare=False, repr=False)  # what the work function gets
 
@@ -194,6 +195,21 @@ class ChunkStore:
         return pd.concat(parts, ignore_index=True)
 
 
+@contextmanager
+def _one_opencv_thread() -> Iterator[None]:
+    """OpenCV on one thread while worker processes start and run (the processes are the parallelism). Set in
+    this process before it forks: a forked child that changed OpenCV's thread pool could hang on the pool's
+    threads, which the fork did not copy."""
+    import cv2
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
+
+
 def run_chunks(store: ChunkStore, plan: list[Chunk], work: Callable[[Chunk, Path], dict[str, Path]],
                workers: int, *, desc: str, initializer: Callable | None = None, initargs: tuple = (),
                mp_context: str = "fork", unit: str = "videos", progress: bool = True) -> RunSummary:
@@ -213,7 +229,8 @@ def run_chunks(store: ChunkStore, plan: list[Chunk], work: Callable[[Chunk, Path
             bar.update(len(c.keys))
     else:
         ctx = multiprocessing.get_context(mp_context)
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=initializer, initargs=initargs) as ex:
+        with _one_opencv_thread(), ProcessPoolExecutor(workers, mp_context=ctx, initializer=initializer,
+                                                       initargs=initargs) as ex:
             todo = iter(pending)
             running: dict[Future, Chunk] = {}
             while True:

@@ -4,7 +4,7 @@ For each track of a real video, ``per_track`` windows of ``window`` frames,
 ``stride`` video frames apart, are spread evenly over the frames the track was
 detected on. Each window is cut at one fixed square box (the union of the
 track's boxes over the window, plus the detections just before and after it,
-with ``margin`` of its size on each side; seed 000) and resized to ``size``. A
+with ``margin`` of its size on each side; the Medics) and resized to ``size``. A
 fake is cut at its original's windows and boxes, so the clips of one key are
 frame-aligned. Every video is decoded once, in order, and each frame is cut
 into the windows that hold it as it goes by.
@@ -20,11 +20,10 @@ from typing import Any
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
+from dfdc.codehash import code_digest
 from dfdc.data.codec import encode_clip_mp4
 from dfdc.parallel import prefetch_map
-from dfdc.codehash import code_digest
 from dfdc.preprocess.chunks import Chunk, ChunkStore, RunSummary, chunk_tmp, plan_chunks, run_chunks
 from dfdc.store import ShardFile, encode_png, write_parquet
 from dfdc.video import VideoError, iter_frames

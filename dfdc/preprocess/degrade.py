@@ -1,4 +1,4 @@
-"""`degrade`: a degraded copy of the holdout videos, as seed 002 built its validation set.
+"""`degrade`: a degraded copy of the holdout videos, as the 15th place built its validation set.
 
 Each original draws one degradation (frame-level JPEG, a downscale, half the
 frame rate, or none) in the configured shares; its fakes take the same one, so

@@ -113,13 +113,13 @@ def self_blended_rows(train: pd.DataFrame, fakes: str) -> pd.DataFrame:
 
 def build_train_data(p: ModelParams, spec: ModelSpec, table: pd.DataFrame, folds: pd.DataFrame,
                      directory: str | Path, holdout: int, *, leave_out: str | None = None,
-                     diffs: pd.DataFrame | None = None, diffs_dir: str | Path | None = None,
                      margin: float = 0.3) -> TrainData:
     """Split ``table`` (crops, or clips for a clip model) by fold and build the dataset the spec eats.
 
     ``leave_out``: a manipulation kept out of training and validation (:func:`split_by_fold`).
-    ``diffs`` (the diffs table: key, shard, ok) and ``diffs_dir`` serve the diff-guided cutout;
-    ``margin`` is the crops' margin (the self-blend mask of a crop without landmarks).
+    The diff-guided cutout reads each fake crop's SSIM diff mask from the crops table's ``mask``
+    column (a shard in ``directory``). ``margin`` is the crops' margin (the self-blend mask of a crop
+    without landmarks).
     """
     train, val = split_by_fold(table, folds, holdout, leave_out)
     for part, rows in (("training", train), ("holdout", val)):
@@ -128,7 +128,7 @@ def build_train_data(p: ModelParams, spec: ModelSpec, table: pd.DataFrame, folds
                              "share no video of that part")
     n_train = len(train)
     if p.codec_augment > 0 and spec.input != "clip":
-        raise ValueError("codec_augment re-encodes clips; it is for clip models (train.clips entries) only")
+        raise ValueError("codec_augment re-encodes clips; it is for clip models (inputs: clips) only")
     if spec.input == "clip":
         if "frames" not in table.columns:
             raise ValueError(f"the model eats clips of {spec.clip_len} crops (spec input 'clip'), but its inputs "
@@ -144,12 +144,9 @@ def build_train_data(p: ModelParams, spec: ModelSpec, table: pd.DataFrame, folds
     if p.aligned_mixup and p.fakes != "dataset":
         raise ValueError(f"aligned_mixup pairs each fake with its original's crop; fakes: {p.fakes} adds "
                          "pseudo-fakes that have none: use one of the two")
-    diff_shards = None
-    if cutout.diff > 0:
-        if diffs is None or diffs_dir is None:
-            raise ValueError("cutout.diff needs the SSIM diff masks: pass the diffs table and its shards")
-        ok = diffs[diffs["ok"].astype(bool)]
-        diff_shards = dict(zip(ok["key"].astype(str), ok["shard"].astype(str)))
+    if cutout.diff > 0 and "mask" not in table.columns:
+        raise ValueError("cutout.diff needs the SSIM diff masks: the crops table has no mask column (the crops "
+                         "stage writes them unless run with --no-masks)")
     augment = train_transforms(spec.size, seed=p.seed, paired=p.aligned_mixup, keypoints=cutout.active,
                                **dataclasses.asdict(p.augment))
     if spec.input == "clip":
@@ -160,12 +157,10 @@ def build_train_data(p: ModelParams, spec: ModelSpec, table: pd.DataFrame, folds
         train = aligned_pairs(train)
         if len(train) == 0:
             raise ValueError("aligned_mixup: no fake crop has its original's crop in the training folds")
-        dataset = FrameDataset(train, directory, augment, aligned=True, cutout=cutout, diffs=diff_shards,
-                               diffs_dir=diffs_dir, margin=margin)
+        dataset = FrameDataset(train, directory, augment, aligned=True, cutout=cutout, margin=margin)
     else:
         train = self_blended_rows(train, p.fakes)
-        dataset = FrameDataset(train, directory, augment, cutout=cutout, diffs=diff_shards, diffs_dir=diffs_dir,
-                               margin=margin)
+        dataset = FrameDataset(train, directory, augment, cutout=cutout, margin=margin)
     return TrainData(dataset, train, val, p.aligned_mixup, p.batch_size, p.workers, n_train)
 
 

@@ -16,9 +16,9 @@ of an epoch is seeded by (seed, epoch, rank), so a resumed run repeats it.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +27,22 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from dfdc.codehash import code_digest
 from dfdc.config.predict import PredictParams
 from dfdc.config.train import ModelParams
 from dfdc.data.mix import AlignedMixup, CutMix
+from dfdc.eval.holdout import holdout_rows, holdout_videos, score_holdout
 from dfdc.eval.metrics import binary_metrics
-from dfdc.inference.holdout import holdout_rows, holdout_videos, score_holdout
 from dfdc.inference.scorer import ScoringModel, score_table
-from dfdc.models import DeepfakeModel, create_model
-from dfdc.train import checkpoint, dist
+from dfdc.models import DeepfakeModel, checkpoint, create_model
+from dfdc.train import dist
 from dfdc.train.data import TrainData, build_train_data, data_fingerprint, shard_indices
 from dfdc.train.optim import make_optimizer, make_schedule
 from dfdc.train.step import NaNLossError, train_step
 
 log = logging.getLogger("dfdc.train")
 
-__all__ = ["NaNLossError", "build_model", "train_model", "validate"]
+__all__ = ["NaNLossError", "TrainJob", "build_model", "train_model", "validate"]
 
 
 def clip_shape(inputs: pd.DataFrame) -> dict[str, int]:
@@ -84,8 +85,6 @@ def validate(model: DeepfakeModel, name: str, data: TrainData, folds: pd.DataFra
     """
     videos = holdout_videos(folds, holdout, leave_out)
     scorer = ScoringModel(name, model)
-    kw = {"strategy": scoring.strategy, "tta": scoring.tta, "batch_size": scoring.batch_size, "device": device,
-          "levels": scoring.thresholds.levels, "splits": scoring.thresholds.splits}
     ctx = dist.current(str(device))
     probs = None
     if ctx.world > 1:
@@ -98,19 +97,17 @@ def validate(model: DeepfakeModel, name: str, data: TrainData, folds: pd.DataFra
             probs[idx] = p
     metrics = None
     if ctx.is_main:
-        scored, _, _ = score_holdout(scorer, data.val, videos, directory, probs=probs, **kw)
+        scored, _, _ = score_holdout(scorer, data.val, videos, directory, scoring=scoring, device=device,
+                                     probs=probs)
         metrics = binary_metrics(scored["label"].to_numpy(), scored["prob"].to_numpy())
     return dist.broadcast_object(metrics)
 
 
 def code_fingerprint() -> str:
-    """SHA-1 of every source file of the dfdc package: a run resumes only under the code that started it
-    (DVC reruns `train@` after a code change, which must train anew, not finish the old run)."""
-    root = Path(__file__).resolve().parents[1]
-    h = hashlib.sha1()
-    for f in sorted(root.rglob("*.py")):
-        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()
+    """Digest of the code a training run runs (:func:`dfdc.codehash.code_digest` of this module's imports): a
+    run resumes only under the code that started it (DVC reruns `train@` after a code change, which must
+    train anew, not finish the old run). The same fingerprint the preprocessing stages keep."""
+    return code_digest("dfdc.train.loop")
 
 
 def _run_identity(resolved: dict, holdout: int, fingerprint: str, scoring: PredictParams,
@@ -172,58 +169,65 @@ def _groups(batches, size: int):
         yield group
 
 
-def train_model(
-    name: str,
-    p: ModelParams,
-    inputs: pd.DataFrame,
-    folds: pd.DataFrame,
-    inputs_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    holdout: int = 0,
-    device: str = "auto",
-    scoring: PredictParams | None = None,
-    preprocess: dict[str, Any] | None = None,
-    data_info: dict[str, Any] | None = None,
-    backbone: checkpoint.Checkpoint | None = None,
-    live_dir: str | Path | None = None,
-    progress: bool = True,
-    leave_out: str | None = None,
-    diffs: pd.DataFrame | None = None,
-    diffs_dir: str | Path | None = None,
-) -> dict[str, Any]:
-    """Train model ``name`` with params ``p``; returns the best epoch's validation metrics and the history.
+@dataclass
+class TrainJob:
+    """One training run: the model entry, what it reads and where it writes.
 
     ``inputs`` is the crops table (or a clips table for a clip model) over the shards in
     ``inputs_dir``. ``scoring`` is how the holdout is scored (the `predict` section).
     ``preprocess`` (the detect/crops settings of the crops) and ``data_info`` (what the
     data is) are recorded in the checkpoints. ``backbone`` is another model's checkpoint
-    whose backbone this one starts from. ``leave_out`` is a manipulation that neither training
-    nor model selection sees (`folds.leave_out`); ``diffs``/``diffs_dir`` (the diffs table and
-    shards) serve the diff-guided cutout.
-
-    Run on every rank of an initialised process group (:func:`dfdc.train.dist.setup`), it trains
-    one DDP model: ``device`` ``auto`` or ``cuda`` is then ``cuda:LOCAL_RANK``, and rank 0 alone
-    writes the checkpoints and the dvclive logs. Every rank returns the same result.
+    whose backbone this one starts from. ``leave_out`` is a manipulation that neither
+    training nor model selection sees (`folds.leave_out`). ``live_dir``: dvclive's folder.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    scoring = scoring or PredictParams()
-    ctx = dist.current(device)
-    dev = ctx.device
+
+    name: str
+    params: ModelParams
+    inputs: pd.DataFrame
+    folds: pd.DataFrame
+    inputs_dir: str | Path
+    out_dir: str | Path
+    holdout: int = 0
+    leave_out: str | None = None
+    scoring: PredictParams = field(default_factory=PredictParams)
+    preprocess: dict[str, Any] | None = None
+    data_info: dict[str, Any] | None = None
+    backbone: checkpoint.Checkpoint | None = None
+    live_dir: str | Path | None = None
+    device: str = "auto"
+
+
+@dataclass
+class _Run:
+    """A training run set up on this rank: the model (raw and as trained), its data and optimizer state."""
+
+    raw: DeepfakeModel
+    model: torch.nn.Module
+    data: TrainData
+    opt: torch.optim.Optimizer
+    sched: Any
+    scaler: torch.amp.GradScaler
+    mixes: list
+    identity: dict[str, Any]
+    start: int
+    best: dict | None
+    history: list[dict]
+
+
+def _setup(job: TrainJob, ctx: dist.Ctx) -> _Run:
+    """Model, data, optimizer and schedule of ``job``, resumed from ``last.pt`` when it holds this run."""
+    p, dev = job.params, ctx.device
     if p.sync_bn and ctx.world > 1 and dev.type != "cuda":
-        raise ValueError(f"{name}: sync_bn: SyncBatchNorm runs on GPUs only (torch refuses {dev.type} tensors); "
+        raise ValueError(f"{job.name}: sync_bn: SyncBatchNorm runs on GPUs only (torch refuses {dev.type} tensors); "
                          "set sync_bn: false for processes on the CPU")
     torch.manual_seed(p.seed)
-    resolved = dataclasses.asdict(p)
-
-    raw = build_model(p, backbone, clip_shape(inputs))
+    raw = build_model(p, job.backbone, clip_shape(job.inputs))
     if p.sync_bn and ctx.world > 1:
         raw = dist.convert_sync_batchnorm(raw)
     raw = raw.to(dev)
-    margin = float(((preprocess or {}).get("crops") or {}).get("margin", 0.3))
-    data = build_train_data(p, raw.spec, inputs, folds, inputs_dir, holdout, leave_out=leave_out, diffs=diffs,
-                            diffs_dir=diffs_dir, margin=margin)
+    margin = float(((job.preprocess or {}).get("crops") or {}).get("margin", 0.3))
+    data = build_train_data(p, raw.spec, job.inputs, job.folds, job.inputs_dir, job.holdout, leave_out=job.leave_out,
+                            margin=margin)
     mixes: list = [AlignedMixup()] if p.aligned_mixup else []
     if p.cutmix > 0:
         mixes.append(CutMix(alpha=p.cutmix_alpha, p=p.cutmix))
@@ -232,63 +236,92 @@ def train_model(
     sched = make_schedule(opt, p, steps * p.epochs)
     scaler = torch.amp.GradScaler("cuda", enabled=dev.type == "cuda")
     # a resume must not cross data, nor weights that the run started from
-    starts = [backbone.path if backbone is not None else None,
+    starts = [job.backbone.path if job.backbone is not None else None,
               p.pretrained if p.pretrained and Path(p.pretrained).is_file() else None]
-    fingerprint = data_fingerprint(data.table, data.val, inputs_dir, [f for f in starts if f is not None])
-    last = out_dir / "last.pt"
-    identity = dist.broadcast_object(_run_identity(resolved, holdout, fingerprint, scoring, dev, ctx.world))
-    start, best, history = _resume(last, raw, opt, sched, scaler, identity, name, dev)
+    fingerprint = data_fingerprint(data.table, data.val, job.inputs_dir, [f for f in starts if f is not None])
+    identity = dist.broadcast_object(_run_identity(dataclasses.asdict(p), job.holdout, fingerprint, job.scoring,
+                                                   dev, ctx.world))
+    last = Path(job.out_dir) / "last.pt"
+    start, best, history = _resume(last, raw, opt, sched, scaler, identity, job.name, dev)
     starts_by_rank = dist.all_gather_object(start)
     if len(set(starts_by_rank)) > 1:
-        raise RuntimeError(f"{name}: the ranks disagree about resuming from {last} (first epoch by rank: "
+        raise RuntimeError(f"{job.name}: the ranks disagree about resuming from {last} (first epoch by rank: "
                            f"{starts_by_rank}); on several machines the output folder must be one shared folder")
-    model = dist.wrap(raw, ctx)
+    return _Run(raw, dist.wrap(raw, ctx), data, opt, sched, scaler, mixes, identity, start, best, history)
 
-    live = _live(live_dir)
-    for row in history:  # a resumed run replays its curves: DVC clears the dvclive dir before a stage runs
+
+def _train_epoch(job: TrainJob, run: _Run, epoch: int, ctx: dist.Ctx, progress: bool) -> float:
+    """One epoch of this rank's share; the mean training loss."""
+    p = job.params
+    run.model.train()
+    seed = epoch_seed(p.seed, epoch, ctx.rank)
+    torch.manual_seed(seed)
+    run.data.reseed(seed)
+    rng = np.random.default_rng(seed)
+    order = run.data.epoch_indices(np.random.default_rng(epoch_seed(p.seed, epoch)))
+    losses = []
+    bar = tqdm(run.data.loader(shard_indices(order, ctx.rank, ctx.world)),
+               desc=f"{job.name} epoch {epoch + 1}/{p.epochs}", unit="batch", disable=not (progress and ctx.is_main))
+    for step, group in enumerate(_groups(bar, p.accumulate)):
+        where = f"at epoch {epoch + 1}, step {step + 1} (lr {p.lr})"
+        try:
+            losses.append(train_step(run.model, group, run.opt, run.scaler, run.sched, run.mixes, rng, ctx.device,
+                                     where)["loss"])
+        except NaNLossError as e:
+            raise NaNLossError(f"{job.name}: {e}") from None
+        bar.set_postfix(loss=f"{np.mean(losses):.4f}")
+    run.raw.end_epoch(epoch)
+    dist.broadcast_buffers(run.raw)
+    return float(np.mean(losses))
+
+
+def _save(job: TrainJob, run: _Run, epoch: int, improved: bool) -> None:
+    """``last.pt`` (with the state a resume needs) and, when the epoch improved, ``best.pt``."""
+    ckpt = checkpoint.Checkpoint(
+        name=job.name, params=dataclasses.asdict(job.params), spec=run.raw.spec.to_dict(),
+        weights=run.raw.state_dict(), preprocess=job.preprocess, data=job.data_info, epoch=epoch, best=run.best,
+        history=list(run.history),
+        state={"optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
+               "scaler": run.scaler.state_dict(), "run": run.identity})
+    out = Path(job.out_dir)
+    if improved:
+        checkpoint.save(out / "best.pt", dataclasses.replace(ckpt, state=None))
+    checkpoint.save(out / "last.pt", ckpt)
+
+
+def train_model(job: TrainJob, *, progress: bool = True) -> dict[str, Any]:
+    """Train ``job``; returns the best epoch's validation metrics, the history and the row counts.
+
+    Run on every rank of an initialised process group (:func:`dfdc.train.dist.setup`), it trains
+    one DDP model: ``device`` ``auto`` or ``cuda`` is then ``cuda:LOCAL_RANK``, and rank 0 alone
+    writes the checkpoints and the dvclive logs. Every rank returns the same result.
+    """
+    Path(job.out_dir).mkdir(parents=True, exist_ok=True)
+    ctx = dist.current(job.device)
+    run = _setup(job, ctx)
+    live = _live(job.live_dir)
+    for row in run.history:  # a resumed run replays its curves: DVC clears the dvclive dir before a stage runs
         _log(live, row)
-    for epoch in range(start, p.epochs):
-        model.train()
-        seed = epoch_seed(p.seed, epoch, ctx.rank)
-        torch.manual_seed(seed)
-        data.reseed(seed)
-        rng = np.random.default_rng(seed)
-        order = data.epoch_indices(np.random.default_rng(epoch_seed(p.seed, epoch)))
-        losses = []
-        bar = tqdm(data.loader(shard_indices(order, ctx.rank, ctx.world)),
-                   desc=f"{name} epoch {epoch + 1}/{p.epochs}", unit="batch", disable=not (progress and ctx.is_main))
-        for step, group in enumerate(_groups(bar, p.accumulate)):
-            where = f"at epoch {epoch + 1}, step {step + 1} (lr {p.lr})"
-            try:
-                losses.append(train_step(model, group, opt, scaler, sched, mixes, rng, dev, where)["loss"])
-            except NaNLossError as e:
-                raise NaNLossError(f"{name}: {e}") from None
-            bar.set_postfix(loss=f"{np.mean(losses):.4f}")
-        raw.end_epoch(epoch)
-        dist.broadcast_buffers(raw)
-        val = validate(raw, name, data, folds, holdout, inputs_dir, scoring, dev, leave_out)
-        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "lr": float(opt.param_groups[-1]["lr"]),
+    for epoch in range(run.start, job.params.epochs):
+        train_loss = _train_epoch(job, run, epoch, ctx, progress)
+        val = validate(run.raw, job.name, run.data, job.folds, job.holdout, job.inputs_dir, job.scoring, ctx.device,
+                       job.leave_out)
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": float(run.opt.param_groups[-1]["lr"]),
                **{f"val_{k}": float(v) for k, v in val.items() if isinstance(v, float)}}
-        history.append(row)
-        improved = best is None or val["log_loss"] < best["val_log_loss"]
+        run.history.append(row)
+        improved = run.best is None or val["log_loss"] < run.best["val_log_loss"]
         if improved:
-            best = row
+            run.best = row
         if ctx.is_main:
-            ckpt = checkpoint.Checkpoint(
-                name=name, params=resolved, spec=raw.spec.to_dict(), weights=raw.state_dict(),
-                preprocess=preprocess, data=data_info, epoch=epoch, best=best, history=list(history),
-                state={"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                       "scaler": scaler.state_dict(), "run": identity})
-            if improved:
-                checkpoint.save(out_dir / "best.pt", dataclasses.replace(ckpt, state=None))
-            checkpoint.save(last, ckpt)
+            _save(job, run, epoch, improved)
             _log(live, row)
-            print(f"{name} epoch {epoch + 1}: train loss {row['train_loss']:.4f}, "
+            print(f"{job.name} epoch {epoch + 1}: train loss {row['train_loss']:.4f}, "
                   f"val log loss {val['log_loss']:.4f}, val auc {val['auc']:.3f}", flush=True)
         dist.barrier()
     if live is not None:
         live.end()
-    return {"best": best, "history": history, "train_crops": data.train_rows, "val_crops": len(data.val)}
+    return {"best": run.best, "history": run.history, "train_items": run.data.train_rows,
+            "val_items": len(run.data.val)}
 
 
 def _live(live_dir):

@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from dfdc.data.batch import Batch
 from dfdc.models import DeepfakeModel
+from dfdc.models.losses import split_bce
 from dfdc.train.dist import group_size, unwrap
-from dfdc.train.losses import split_bce
 
 Mix = Callable[[Batch, np.random.Generator], Batch]
 
