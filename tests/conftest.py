@@ -1,16 +1,29 @@
-"""Shared fixtures: a tiny sample dataset and the FaceForensics++ pairs in ../shared."""
+"""Shared fixtures (a tiny sample dataset, the FaceForensics++ pairs in ../shared) and the test tiers.
+
+Unit tests mirror dfdc/ and run on tiny in-memory inputs. A test is an integration test (marker
+``integration``, left out by ``make test-fast``) when it lives in tests/integration/ (DVC, subprocesses,
+several processes) or uses a fixture below that builds real data: the tiny sample and what is built
+from it (detection, crops, a trained checkpoint), or the FaceForensics++ videos.
+"""
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import FFPP
 
-REPO = Path(__file__).resolve().parents[1]
-FFPP = REPO.parent / "shared" / "data" / "ffpp"
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # tests import albumentations: no PyPI check
+
+TESTS = Path(__file__).resolve().parent
+INTEGRATION_FIXTURES = {"tiny_sample", "ffpp_root"}  # and every fixture built on them
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = Path(item.path).resolve().relative_to(TESTS).parts[0]
+        if folder == "integration" or INTEGRATION_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +45,19 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture()
+def no_download(monkeypatch):
+    """Fail loudly if anything asks timm or torchvision for published weights."""
+    import timm
+    import torchvision.models._api as tv_api
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a download of published weights was attempted")
+
+    monkeypatch.setattr(timm.models._builder, "load_pretrained", refuse)
+    monkeypatch.setattr(tv_api, "load_state_dict_from_url", refuse)
+
+
 @pytest.fixture(scope="session")
 def detector():
     from dfdc.faces.detector import FaceDetector
@@ -48,52 +74,6 @@ def tiny_sample(tmp_path_factory) -> Path:
     make_sample(out, seed=7, parts=2, reals_per_part=2, fakes_per_real=2, seconds=(1.0, 1.2),
                 two_face_every=4, progress=False)
     return out
-
-
-def venv_env() -> dict[str, str]:
-    """Environment whose PATH starts with this interpreter's bin (python, dvc, dfdc)."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.pop("PYTHONPATH", None)
-    return env
-
-
-def make_dvc_repo(dst: Path, params: str) -> Path:
-    """Copy the pipeline (dvc.yaml, stages, dfdc) into a fresh git+DVC repo with ``params``."""
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in ("dvc.yaml", ".dvcignore", "stages", "dfdc"):
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, dst / name)
-    (dst / "params.yaml").write_text(params)
-    env = venv_env()
-    run = lambda *cmd: subprocess.run(cmd, cwd=dst, env=env, check=True, capture_output=True, text=True)  # noqa: E731
-    run("git", "init", "-q")
-    run("git", "config", "user.email", "test@example.com")
-    run("git", "config", "user.name", "test")
-    run("dvc", "init", "-q")
-    run("dvc", "config", "core.analytics", "false")
-    run("git", "add", "-A")
-    run("git", "commit", "-qm", "init")
-    return dst
-
-
-def user_env(repo: Path) -> dict[str, str]:
-    """As on a user's machine: Python writes bytecode, and the repo's own dfdc is the one imported."""
-    env = venv_env()
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["PYTHONPATH"] = str(repo)
-    return env
-
-
-def dvc(repo: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run ``dvc ARGS`` in ``repo``; raise with its output when it fails and ``check``."""
-    proc = subprocess.run(["dvc", *args], cwd=repo, env=env or venv_env(), capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"dvc {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 @pytest.fixture(scope="session")
@@ -120,12 +100,12 @@ def tiny_prep(tiny_sample, detector, tmp_path_factory) -> dict:
 def tiny_checkpoint(tiny_prep, tmp_path_factory) -> Path:
     """best.pt of a resnet18 trained one epoch at 32 px on the tiny sample."""
     from dfdc.config.train import ModelParams
-    from dfdc.train.loop import train_model
+    from dfdc.train.loop import TrainJob, train_model
 
     out = tmp_path_factory.mktemp("models") / "tiny"
     p = ModelParams(arch="resnet18", input_size=32, epochs=1, batch_size=8)
-    train_model("tiny", p, tiny_prep["crops"], tiny_prep["folds"], tiny_prep["crops_dir"], out,
-                preprocess=tiny_prep["preprocess"], data_info=tiny_prep["data"], progress=False)
+    train_model(TrainJob("tiny", p, tiny_prep["crops"], tiny_prep["folds"], tiny_prep["crops_dir"], out,
+                preprocess=tiny_prep["preprocess"], data_info=tiny_prep["data"]), progress=False)
     return out / "best.pt"
 
 
@@ -135,16 +115,3 @@ def odd_inputs(tiny_sample, tmp_path_factory) -> Path:
     from odd_inputs import make_odd_inputs
 
     return make_odd_inputs(tiny_sample, tmp_path_factory.mktemp("odd") / "inputs")
-
-
-def copy_real_and_fake(sample: Path, part: Path) -> tuple[str, str]:
-    """Copy one real video of ``sample``'s first part and one of its fakes into folder ``part``: (real, fake)."""
-    import json
-
-    part.mkdir(parents=True)
-    meta = json.loads((sample / "dfdc_train_part_0" / "metadata.json").read_text())
-    real = next(k for k, v in meta.items() if v["label"] == "REAL")
-    fake = next(k for k, v in meta.items() if v.get("original") == real)
-    for name in (real, fake):
-        shutil.copy(sample / "dfdc_train_part_0" / name, part / name)
-    return real, fake

@@ -4,7 +4,7 @@ import math
 import pytest
 
 from dfdc.bench import bench_predict, bench_preprocess, format_predict_table, format_table
-from dfdc.bench_scale import dfdc_file_counts, run_scale
+from dfdc.bench_scale import dfdc_file_counts
 
 
 def test_bench_preprocess_on_the_tiny_sample(tiny_sample):
@@ -19,11 +19,10 @@ def test_bench_preprocess_on_the_tiny_sample(tiny_sample):
 
 
 def test_bench_predict_on_the_tiny_sample(tiny_sample, tiny_checkpoint):
+    from dfdc.inference.load import Scoring
     from dfdc.inference.scorer import from_checkpoint
-    from dfdc.inference.settings import resolve
 
-    models = [from_checkpoint(tiny_checkpoint)]
-    row = bench_predict(tiny_sample, models, resolve(models, {"tta": False}), frames=8, workers=1)
+    row = bench_predict(tiny_sample, Scoring.of([from_checkpoint(tiny_checkpoint)], tta=False, frames=8), workers=1)
     assert row["videos"] == 12 and 0 < row["scored"] <= 12
     assert row["floor_s"] > 0 and row["total_s"] > 0 and row["classify_s"] > 0
     assert math.isclose(row["ratio_to_floor"], row["total_s"] / row["floor_s"])
@@ -35,7 +34,7 @@ def test_bench_predict_on_a_folder_without_videos_says_so(tmp_path):
     from dfdc.bench import bench_predict
 
     with pytest.raises(FileNotFoundError, match="no .mp4 video under"):
-        bench_predict(tmp_path, [], None)
+        bench_predict(tmp_path, None)
 
 
 def test_bench_clips_on_the_tiny_sample(tiny_sample):
@@ -64,31 +63,8 @@ def test_bench_clip_models_reports_throughput():
 PARAMS = {"detect": {"chunk": 256}, "crops": {"chunk": 64}, "clips": {"chunk": 64}}
 
 
-@pytest.mark.slow
-def test_bench_scale_at_a_tiny_n(tmp_path):
-    from dfdc.bench_scale import STAGES, extrapolate, format_scale
-
-    row = run_scale(12, tmp_path, workers=1, per_part=2, seconds=(0.6, 0.6))
-    assert (row["videos"], row["reals"], row["fakes"], row["parts"]) == (12, 4, 8, 2)
-    assert set(row["stages"]) == set(STAGES)
-    for s in STAGES:
-        assert row["stages"][s]["wall_s"] > 0 and 50 < row["stages"][s]["peak_mib"] < 8000
-    assert row["status_clean"] and row["noop_ran"] == 0 and row["noop_repro_s"] > 0
-    outs = row["outputs"]
-    # one chunk per part (2 parts) in each chunked output, with its done.json
-    assert outs["data/detect"]["files"] == 2 * 2 + 1 and outs["data/crops"]["files"] == 3 * 2 + 1
-    assert outs["data/clips"]["files"] == 3 * 2 + 1 and outs["data/diffs"]["files"] == 2 * 2 + 1
-    est = extrapolate(row, cores=16, videos=128_154)
-    assert est["reals"] == round(128_154 * 19_154 / 119_154)
-    assert abs(est["total_h"] - sum(est["hours"].values())) < 1e-9 and est["total_h"] > 0
-    assert est["hours"]["detect"] == pytest.approx(
-        row["stages"]["detect"]["wall_s"] / 4 * est["reals"] / 16 / 3600)
-    text = format_scale({"rows": {12: row}, "hd": row, "dfdc": est, "dfdc_files": dfdc_file_counts(PARAMS)})
-    assert "no-op `dvc repro`" in text and "| total |" in text
-
-
 def test_dfdc_file_counts_stay_in_the_thousands():
     counts = dfdc_file_counts(PARAMS)
     # 128,154 x 19,154 / 119,154 = 20,601 reals in 50 parts: 413 a part, 2 detect chunks (2 files each) and
-    # 7 crops / clips chunks (3 files each; diffs 2) a part, plus one done.json each
-    assert counts == {"data/detect": 201, "data/crops": 1051, "data/diffs": 701, "data/clips": 1051}
+    # 7 crops / clips chunks (crops: 4 files each with the diff masks; clips: 3) a part, plus one done.json each
+    assert counts == {"data/detect": 201, "data/crops": 1401, "data/clips": 1051}

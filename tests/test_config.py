@@ -59,7 +59,7 @@ def test_unknown_section_and_missing_file(tmp_path):
 TRAIN = """
 train:
   models:
-    a: {arch: resnet18}
+    a: {arch: resnet18, inputs: crops}
   stacked:
 %s
 """
@@ -68,10 +68,12 @@ train:
 @pytest.mark.parametrize(
     "stacked, message",
     [
-        ("    b: {arch: resnet18}", "train.stacked.b.backbone_from: required"),
-        ("    b: {arch: resnet18, backbone_from: z}", "train.stacked.b.backbone_from: no model 'z'"),
-        ("    a: {arch: resnet18, backbone_from: a}", "train.stacked.a: the key is also in train.models"),
-        ("    b: {arch: resnet18, backbone_from: c}\n    c: {arch: resnet18, backbone_from: b}",
+        ("    b: {arch: resnet18, inputs: crops}", "train.stacked.b.backbone_from: required"),
+        ("    b: {arch: resnet18, inputs: crops, backbone_from: z}", "train.stacked.b.backbone_from: no model 'z'"),
+        ("    a: {arch: resnet18, inputs: crops, backbone_from: a}",
+         "train.stacked.a: the key is also in train.models"),
+        ("    b: {arch: resnet18, inputs: crops, backbone_from: c}\n"
+         "    c: {arch: resnet18, inputs: crops, backbone_from: b}",
          "train.stacked.b.backbone_from: a cycle: b -> c -> b"),
     ],
 )
@@ -83,15 +85,27 @@ def test_stacked_models_name_a_trained_backbone(tmp_path, stacked, message):
     assert message in str(e.value) and str(tmp_path) in str(e.value)
 
 
-def test_stacked_groups_and_frame_models_without_backbone_from(tmp_path):
+def test_one_table_of_models_and_what_each_reads(tmp_path):
     from dfdc.config.train import TrainParams
 
-    t = TrainParams.load(write(tmp_path, TRAIN % "    b: {arch: regnetx_002, backbone_from: a, pretrained: hub}"))
+    t = TrainParams.load(write(tmp_path, TRAIN % "    b: {arch: lstm_regnetx_002, inputs: clips, backbone_from: a, "
+                                                  "pretrained: hub}"))
     assert sorted(t.all_models()) == ["a", "b"] and t.group_of("b") == "stacked" and t.group_of("a") == "models"
-    assert t.stacked["b"].pretrained == "hub"
-    bad = "train:\n  models:\n    a: {arch: resnet18, backbone_from: a}\n"
-    with pytest.raises(ParamsError, match="train.models.a.backbone_from: only entries of train.stacked"):
-        TrainParams.load(write(tmp_path, bad))
+    assert t.stacked["b"].pretrained == "hub" and t.stacked["b"].inputs == "clips"
+    for entry, message in (
+            ("{arch: resnet18, inputs: crops, backbone_from: a}",
+             "train.models.a.backbone_from: an entry that starts from another model's checkpoint goes under "
+             "train.stacked"),
+            ("{arch: r3d_mini, inputs: crops}",
+             "train.models.a.inputs: r3d_mini is a clip model, it reads clips, not crops; set inputs: clips"),
+            ("{arch: resnet18, inputs: clips}",
+             "train.models.a.inputs: resnet18 is a frame model, it reads crops, not clips; set inputs: crops"),
+            ("{arch: resnet18}", "train.models.a.inputs: required: crops or clips"),
+            ("{arch: resnet1800, inputs: crops}", "train.models.a.arch: unknown model 'resnet1800'"),
+            ("{arch: resnet18, inputs: frames}", "train.models.a.inputs: expected one of ['crops', 'clips']")):
+        with pytest.raises(ParamsError) as e:
+            TrainParams.load(write(tmp_path, f"train:\n  models:\n    a: {entry}\n"))
+        assert message in str(e.value) and str(tmp_path) in str(e.value), (entry, str(e.value))
 
 
 def test_degrade_section_errors_name_the_key(tmp_path):

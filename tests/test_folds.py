@@ -54,7 +54,7 @@ def _methods_index():
 
 
 def test_leave_out_keeps_a_manipulation_out_of_training_and_selection():
-    from dfdc.inference.holdout import holdout_videos
+    from dfdc.eval.holdout import holdout_videos
     from dfdc.train.data import split_by_fold
 
     index = _methods_index()

@@ -1,4 +1,4 @@
-"""Seed 004's face-part dropouts: regions at the landmarks after geometry, diff-guided cuts."""
+"""The 1st place's face-part dropouts: regions at the landmarks after geometry, diff-guided cuts."""
 from __future__ import annotations
 
 import albumentations as A
@@ -8,8 +8,7 @@ import pandas as pd
 import pytest
 
 from dfdc.data.augment import train_transforms
-from dfdc.data.faceparts import (DIFF_THRESHOLD, MIN_VISIBLE, Cutout, diff_cut, face_ellipse, half_face,
-                                 part_mask)
+from dfdc.data.faceparts import DIFF_THRESHOLD, MIN_VISIBLE, Cutout, diff_cut, face_ellipse, half_face, part_mask
 from dfdc.data.frames import LANDMARKS, FrameDataset
 from dfdc.store import ShardWriter, encode_png
 
@@ -91,7 +90,7 @@ def test_removed_region_follows_the_landmarks_through_flip_and_affine(seed):
     moved = marker_positions(plain)
     assert moved[0, 0] > moved[1, 0]  # flipped: the left eye's marker is now right of the right eye's
     dropped = np.argwhere((cut != plain).any(-1))[:, ::-1].astype(float)  # (x, y)
-    if len(dropped) == 0:  # seed 004 removes nothing 1 time in 8
+    if len(dropped) == 0:  # the 1st place removes nothing 1 time in 8
         return
     assert (cut[(cut != plain).any(-1)] == 0).all()
     segments = {"eyes": (moved[0], moved[1]), "nose": (moved[2], moved[:2].mean(0)), "mouth": (moved[3], moved[4])}
@@ -133,15 +132,15 @@ def test_dataset_diff_cutout_keeps_a_fakes_mask_visible(tmp_path):
     img = marked_crop()
     diff = np.zeros((H, W), np.uint8)
     diff[100:120, 80:100] = 255
-    writer = ShardWriter(tmp_path / "diffs", 8)
-    shard = writer.add("f", encode_png(diff))
+    writer = ShardWriter(tmp_path, 8)
+    masks = writer.add("f", encode_png(diff))
     writer.close()
-    table = pd.DataFrame({"key": ["f"], "shard": ["s.npz"], "label": [1],
+    table = pd.DataFrame({"key": ["f"], "shard": ["s.npz"], "label": [1], "mask": [masks],
                           **{c: [v] for c, v in zip(LANDMARKS, LM.reshape(-1))}})
     aug = dict(jpeg=False, noise=False, blur=False, color=False, gray=False, hflip=False, geometric=False)
-    ds = FrameDataset(table, ".", train_transforms(96, seed=0, keypoints=True, **aug), cutout=Cutout(diff=1.0),
-                      diffs={"f": shard}, diffs_dir=tmp_path / "diffs")
-    ds.read = lambda s, k: img.copy()
+    ds = FrameDataset(table, tmp_path, train_transforms(96, seed=0, keypoints=True, **aug), cutout=Cutout(diff=1.0))
+    stored = ds.read
+    ds.read = lambda s, k, grey=False: stored(s, k, grey) if s == masks else img.copy()
     scale = 96 / H
     x0 = (96 - round(W * scale)) // 2
     patch = (slice(round(100 * scale) + 1, round(120 * scale) - 1), slice(x0 + round(80 * scale) + 1,
@@ -154,4 +153,4 @@ def test_dataset_diff_cutout_keeps_a_fakes_mask_visible(tmp_path):
         cut_any |= (x == 0).all(-1).sum() > 0.3 * 96 * 96
     assert cut_any
     with pytest.raises(ValueError, match="diff masks"):
-        FrameDataset(table, ".", None, cutout=Cutout(diff=1.0))
+        FrameDataset(table.drop(columns="mask"), ".", None, cutout=Cutout(diff=1.0))

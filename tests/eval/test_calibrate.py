@@ -1,11 +1,12 @@
 import numpy as np
+import pandas as pd
 import pytest
 
-import pandas as pd
-
-from dfdc.eval.calibrate import apply_temperature, expected_calibration_error, fit_temperature, reliability
+from dfdc.config.evaluate import EvaluateParams
+from dfdc.eval.calibrate import expected_calibration_error, fit_temperature, reliability
 from dfdc.eval.metrics import log_loss
 from dfdc.eval.report import evaluate
+from dfdc.inference.combine import apply_temperature
 
 
 def _overconfident(n=400, seed=0):
@@ -60,11 +61,11 @@ def _tables(n=60, seed=2, thresholds=False):
 def test_the_fitted_chain_never_lets_a_videos_label_reach_its_own_score(thresholds):
     """Fitted weights, then a temperature (after cross-fitted thresholds): flip one label, its score stays."""
     preds = _tables(thresholds=thresholds)
-    _, base = evaluate(preds, method="fitted", calibrate=True, n_boot=0)
+    _, base = evaluate(preds, params=EvaluateParams(method="fitted", calibrate=True, bootstrap=0))
     for i in (0, 17, 41):
         flipped = {m: t.assign(label=np.where(np.arange(len(t)) == i, 1 - t["label"], t["label"]))
                    for m, t in preds.items()}
-        _, again = evaluate(flipped, method="fitted", calibrate=True, n_boot=0)
+        _, again = evaluate(flipped, params=EvaluateParams(method="fitted", calibrate=True, bootstrap=0))
         v = preds["a"]["video"][i]
         assert again.set_index("video").loc[v, "prob"] == pytest.approx(base.set_index("video").loc[v, "prob"])
         assert not np.allclose(again["prob"], base["prob"])  # the others' scores do move: the label reached them
@@ -74,7 +75,7 @@ def test_the_fitted_chain_never_lets_a_videos_label_reach_its_own_score(threshol
 
 
 def test_calibration_before_and_after():
-    doc, ens = evaluate(_tables(n=300, seed=4), n_boot=0)
+    doc, ens = evaluate(_tables(n=300, seed=4), params=EvaluateParams(bootstrap=0))
     c = doc["calibration"]["a"]
     assert c["temperature"] > 1 and len(c["split_temperatures"]) == 2
     assert c["ece_after"] < c["ece_before"] and c["log_loss_after"] < c["log_loss_before"]
@@ -83,9 +84,9 @@ def test_calibration_before_and_after():
 
 def test_degraded_videos_take_their_clean_twins_split_fit():
     preds = _tables(n=60)
-    _, clean = evaluate(preds, method="fitted", calibrate=True, n_boot=0)
+    _, clean = evaluate(preds, params=EvaluateParams(method="fitted", calibrate=True, bootstrap=0))
     degraded = {m: t.assign(prob=np.clip(t["prob"] * 0.8 + 0.1, 0, 1)) for m, t in preds.items()}
-    _, d = evaluate(degraded, fitted=clean.attrs, n_boot=0)
+    _, d = evaluate(degraded, fitted=clean.attrs, params=EvaluateParams(bootstrap=0))
     a, b = (degraded[m].set_index("video")["prob"] for m in ("a", "b"))
     for k, videos in enumerate(clean.attrs["split_videos"]):
         w, t = clean.attrs["split_weights"][k], clean.attrs["split_temperatures"][k]
@@ -93,6 +94,6 @@ def test_degraded_videos_take_their_clean_twins_split_fit():
         assert d.set_index("video").loc[videos, "prob"].to_numpy() == pytest.approx(expected)
     # no clean split could be made (too few originals): what ships
     _, alone = evaluate(degraded, fitted={"split_videos": [], "split_weights": [], "weights": clean.attrs["weights"]},
-                        n_boot=0)
+                        params=EvaluateParams(bootstrap=0))
     w = clean.attrs["weights"]
     assert alone.set_index("video")["prob"].to_numpy() == pytest.approx((w["a"] * a + w["b"] * b).to_numpy())

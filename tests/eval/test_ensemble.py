@@ -5,10 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dfdc.config.evaluate import EvaluateParams
 from dfdc.eval.ensemble import ensemble, fit_weights
 from dfdc.eval.metrics import binary_metrics, equal_error_rate, log_loss
 from dfdc.eval.plots import write_plots
 from dfdc.eval.report import evaluate, format_metrics_table
+from dfdc.inference.combine import apply_temperature
 
 
 def _table(videos, labels, probs, folds=None):
@@ -38,7 +40,7 @@ def test_log_loss_clipping_keeps_it_finite():
     hi = 1 - 1e-15
     assert ll == pytest.approx(-(math.log(1e-15) + math.log(1 - hi)) / 2)
     assert log_loss([1, 0], [1.0, 0.0]) == pytest.approx(-(math.log(hi) + math.log(1 - 1e-15)) / 2)
-    assert log_loss([1], [0.0], clip=(0.01, 0.99)) == pytest.approx(-math.log(0.01))
+    assert log_loss([1], [0.0], bounds=(0.01, 0.99)) == pytest.approx(-math.log(0.01))
 
 
 def test_log_loss_rejects_bad_input():
@@ -107,12 +109,12 @@ def test_ensemble_equal_is_plain_mean():
     a = _table(["x", "y", "z"], [0, 1, 1], [0.1, 0.7, 0.4], [0, 1, 2])
     b = _table(["z", "y", "x"], [1, 1, 0], [0.8, 0.5, 0.3], [2, 1, 0])
     e = ensemble({"a": a, "b": b})
-    assert list(e.columns) == ["video", "label", "fold", "prob", "prob_a", "prob_b"]
+    assert list(e.columns) == ["video", "label", "fold", "prob", "prob_a", "prob_b", "scored_a", "scored_b"]
     assert e["video"].tolist() == ["x", "y", "z"]
     assert e["prob"].tolist() == pytest.approx([0.2, 0.6, 0.6])
     assert e["label"].tolist() == [0, 1, 1] and e["fold"].tolist() == [0, 1, 2]
     assert e.attrs["weights"] == {"a": 0.5, "b": 0.5}
-    assert e.attrs["dropped"] == 0
+    assert e.attrs["partial"] == 0
 
 
 def test_ensemble_given_weights_are_normalised():
@@ -139,21 +141,31 @@ def test_ensemble_rejects_unknown_method_and_label_mismatch():
     with pytest.raises(ValueError, match="method"):
         ensemble({"a": a}, method="median")
     with pytest.raises(ValueError, match="method"):
-        evaluate({"a": a}, method="median", n_boot=0)
+        evaluate({"a": a}, params=EvaluateParams(method="median", bootstrap=0))
     with pytest.raises(ValueError, match="disagree"):
         ensemble({"a": a, "b": _table(["x"], [1], [0.4])})
 
 
-def test_ensemble_inner_join_reports_dropped():
-    a = _table(["x", "y", "z"], [0, 1, 1], [0.1, 0.7, 0.4])
-    b = _table(["x", "y", "w"], [0, 1, 0], [0.3, 0.5, 0.2])
-    e = ensemble({"a": a, "b": b})
-    assert e["video"].tolist() == ["x", "y"]
-    assert e.attrs["dropped"] == 2  # z missing from b, w missing from a
+def test_a_model_that_did_not_score_a_video_is_left_out_of_it_as_dfdc_predict_leaves_it_out():
+    """One rule for a missing model (`combine`): the others' weights renormalised; 0.5 when none scored."""
+    from dfdc.inference.combine import combine
+
+    a = _table(["x", "y", "z", "v"], [0, 1, 1, 0], [0.1, 0.7, 0.4, 0.5]).assign(reason=["", "", "", "no face"])
+    b = _table(["x", "y", "w", "v"], [0, 1, 0, 0], [0.3, 0.5, 0.2, 0.5]).assign(reason=["", "", "", "no face"])
+    e = ensemble({"a": a, "b": b}, weights={"a": 3, "b": 1}, method="given").set_index("video")
+    assert sorted(e.index) == ["v", "w", "x", "y", "z"] and e.attrs["partial"] == 3  # z, w alone; v by none
+    assert e.loc["x", "prob"] == pytest.approx(0.75 * 0.1 + 0.25 * 0.3)
+    assert e.loc["z", "prob"] == pytest.approx(0.4) and e.loc["w", "prob"] == pytest.approx(0.2)
+    assert e.loc["v", "prob"] == 0.5 and e.loc["z", "prob_b"] == 0.5 and not e.loc["z", "scored_b"]
+    got = combine([[0.1, 0.3], [0.4, np.nan], [np.nan, np.nan]], [3, 1], temperature=2.0)
+    assert got[:2] == pytest.approx([apply_temperature(0.15, 2.0), apply_temperature(0.4, 2.0)])
+    assert np.isnan(got[2])
+    with pytest.raises(ValueError, match="2 weights for 3 models"):
+        combine([[0.1, 0.2, 0.3]], [1, 1])
 
 
 def test_fitted_weights_favour_perfect_model_and_are_cross_fitted(perfect_and_noise):
-    doc, e = evaluate(perfect_and_noise, method="fitted", n_boot=0)
+    doc, e = evaluate(perfect_and_noise, params=EvaluateParams(method="fitted", bootstrap=0))
     assert doc["ensemble"]["cross_fitted"] is True
     assert e.attrs["weights"]["A"] > 0.8
     assert sum(e.attrs["weights"].values()) == pytest.approx(1.0)
@@ -179,7 +191,7 @@ def test_cross_fitting_differs_from_in_sample_fit():
     videos = [f"v{i}" for i in range(n)]
     preds = {f"m{k}": _table(videos, y, np.clip(0.5 + 0.3 * (y - 0.5) + rng.normal(0, 0.25, n), 0, 1))
              for k in range(4)}
-    _, e = evaluate(preds, method="fitted", n_splits=4, n_boot=0)
+    _, e = evaluate(preds, params=EvaluateParams(method="fitted", splits=4, bootstrap=0))
     assert len(e.attrs["split_videos"]) == 4
     w_full = np.array([e.attrs["weights"][k] for k in preds])
     in_sample = e[[f"prob_{k}" for k in preds]].to_numpy() @ w_full
@@ -191,11 +203,11 @@ def test_cross_fitting_differs_from_in_sample_fit():
 @pytest.mark.parametrize("n_splits", [1, 11])
 def test_fitted_split_count_is_bounded(perfect_and_noise, n_splits):
     with pytest.raises(ValueError, match="n_splits"):
-        evaluate(perfect_and_noise, method="fitted", n_splits=n_splits, n_boot=0)
+        evaluate(perfect_and_noise, params=EvaluateParams(method="fitted", splits=n_splits, bootstrap=0))
 
 
 def test_evaluate_keys(perfect_and_noise):
-    m, _ = evaluate(perfect_and_noise, method="fitted", n_boot=100)
+    m, _ = evaluate(perfect_and_noise, params=EvaluateParams(method="fitted", bootstrap=100))
     assert set(m) == {"models", "ensemble", "calibration"}
     assert set(m["models"]) == {"A", "B"}
     assert m["models"]["A"]["auc"] == 1.0
@@ -232,7 +244,7 @@ def test_write_plots(tmp_path, perfect_and_noise):
 
 
 def test_format_metrics_table(perfect_and_noise):
-    doc, _ = evaluate(perfect_and_noise, n_boot=100)
+    doc, _ = evaluate(perfect_and_noise, params=EvaluateParams(bootstrap=100))
     table = format_metrics_table(doc)
     lines = table.splitlines()
     assert lines[1].split()[:2] == ["model", "log_loss"] and lines[1].split()[-1] == "n"
@@ -256,9 +268,27 @@ def test_frame_metrics_with_a_clip_model_keyed_apart():
     frames = {"a": crops.assign(prob=rng.uniform(size=len(crops))),
               "b": crops.assign(prob=np.where(crops["label"] == 1, 0.9, 0.1)),
               "clip": windows.assign(prob=np.where(windows["label"] == 1, 0.8, 0.3))}
-    doc, _ = evaluate(preds, frames=frames, n_boot=0)
+    doc, _ = evaluate(preds, frames=frames, params=EvaluateParams(bootstrap=0))
     assert set(doc["frame"]) == {"a", "b", "clip", "ensemble"}
     assert doc["frame"]["clip"]["n"] == len(windows) and doc["frame"]["clip"]["auc"] == 1.0
     assert doc["frame"]["ensemble"]["n"] == len(crops)  # a and b's crops, not the windows
     ens = binary_metrics(crops["label"], (frames["a"]["prob"] + frames["b"]["prob"]) / 2)
     assert doc["frame"]["ensemble"]["log_loss"] == pytest.approx(ens["log_loss"])
+
+
+def test_headline_holds_the_few_numbers_dvc_shows_first(perfect_and_noise):
+    from dfdc.eval.report import headline
+
+    doc, _ = evaluate(perfect_and_noise, params=EvaluateParams(bootstrap=50))
+    degraded, _ = evaluate({k: v.assign(prob=v["prob"] * 0.5 + 0.25) for k, v in perfect_and_noise.items()},
+                           params=EvaluateParams(bootstrap=50))
+    h = headline(doc, degraded)
+    assert list(h) == ["ensemble", "A", "B"]
+    assert list(h["ensemble"])[:4] == ["log_loss", "auc", "degraded_log_loss", "degraded_auc"]
+    assert h["A"]["log_loss"] == doc["models"]["A"]["log_loss"]
+    assert h["A"]["degraded_auc"] == degraded["models"]["A"]["auc"]
+    assert h["ensemble"]["auc_lo"] <= h["ensemble"]["auc"] <= h["ensemble"]["auc_hi"]
+    assert all(isinstance(v, float) for row in h.values() for v in row.values())
+    assert "degraded_log_loss" not in headline(doc)["A"] and "leave_out" not in h
+    doc["leave_out"] = {"method": "face", "video": {"A": {"log_loss": 0.1, "auc": 0.9, "n": 4}}}
+    assert headline(doc)["leave_out"] == {"A": {"log_loss": 0.1, "auc": 0.9}}

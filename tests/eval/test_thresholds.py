@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from dfdc.eval.crossfit import group_splits
-from dfdc.eval.thresholds import TrackTable, candidates, fit_thresholds, read_fit
+from dfdc.eval.thresholds import TrackTable, candidates, fit_thresholds
 from dfdc.inference.aggregate import aggregate_tracks, check_rules, threshold_strategy
 
 
@@ -64,8 +64,11 @@ def test_fit_beats_the_mean_and_is_cross_fitted():
 
     assert ll(fit.prob) < ll(mean)
     assert sorted(v for s in fit.split_videos for v in s) == sorted(videos["video"])
-    rules, by_video = read_fit(fit.to_dict(), "t.json")
-    assert rules == fit.rules and set(by_video) == set(videos["video"])
+    by_video = fit.rules_by_video()
+    assert set(by_video) == set(videos["video"])
+    assert all(by_video[v] == rules for rules, vs in zip(fit.split_rules, fit.split_videos) for v in vs)
+    doc = fit.to_dict()
+    assert doc["rules"] == [list(r) for r in fit.rules] and doc["split_videos"] == fit.split_videos
 
 
 def test_flipping_a_label_never_changes_that_videos_own_score():

@@ -2,11 +2,11 @@
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from dfdc.cli import main
 from dfdc.config.clips import ClipsParams
+from dfdc.config.predict import PredictParams
 from dfdc.config.train import AugmentParams, ModelParams
 from dfdc.preprocess.clips import clip_videos
 from dfdc.video import read_frames, write_video
@@ -28,30 +28,30 @@ def tiny_clips(tiny_prep, tmp_path_factory):
 @pytest.fixture(scope="module")
 def clip_checkpoint(tiny_prep, tiny_clips, tmp_path_factory):
     """best.pt of an r3d_mini trained 2 epochs on the tiny sample's clips, with CutMix and codec augmentation."""
-    from dfdc.train.loop import train_model
+    from dfdc.train.loop import TrainJob, train_model
 
     clips, clips_dir = tiny_clips
     out = tmp_path_factory.mktemp("models") / "clip"
     p = ModelParams(arch="r3d_mini", input_size=32, epochs=2, batch_size=8, augment=NO_AUGMENT, cutmix=0.5,
                     codec_augment=0.5)
-    result = train_model("clip", p, clips, tiny_prep["folds"], clips_dir, out,
+    result = train_model(TrainJob("clip", p, clips, tiny_prep["folds"], clips_dir, out,
                          preprocess={"detect": tiny_prep["preprocess"]["detect"], "clips": CLIPS.provenance()},
-                         data_info=tiny_prep["data"], progress=False)
+                         data_info=tiny_prep["data"]), progress=False)
     assert len(result["history"]) == 2 and np.isfinite(result["best"]["val_log_loss"])
     return out / "best.pt"
 
 
 def test_clip_checkpoint_eats_the_clips_shape_and_scores_the_holdout_by_window_means(tiny_prep, tiny_clips,
                                                                                      clip_checkpoint):
-    from dfdc.inference.holdout import holdout_videos, score_holdout
+    from dfdc.eval.holdout import holdout_videos, score_holdout
     from dfdc.inference.scorer import from_checkpoint
 
     clips, clips_dir = tiny_clips
     model = from_checkpoint(clip_checkpoint)
     assert (model.spec.input, model.spec.clip_len, model.spec.frame_stride) == ("clip", 4, 2)
     videos = holdout_videos(tiny_prep["folds"], 0)
-    scored, rows, fit = score_holdout(model, clips, videos, clips_dir, strategy="confident", tta=False,
-                                      batch_size=8, device="cpu")
+    scoring = PredictParams(strategy="confident", tta=False, batch_size=8)
+    scored, rows, fit = score_holdout(model, clips, videos, clips_dir, scoring=scoring, device="cpu")
     assert fit is None and len(scored) == len(videos)
     for v in scored.itertuples():  # the most fake track's mean of windows
         r = rows[rows["video"] == v.video]
@@ -90,15 +90,15 @@ def test_dfdc_predict_scores_clip_and_frame_models_together(tiny_sample, tiny_ch
 
 
 def test_a_frame_model_refuses_clips_and_a_clip_model_refuses_crops(tiny_prep, tiny_clips, tmp_path):
-    from dfdc.train.loop import train_model
+    from dfdc.train.loop import TrainJob, train_model
 
     clips, clips_dir = tiny_clips
     with pytest.raises(ValueError, match="resnet18 eats single crops"):
-        train_model("x", ModelParams(arch="resnet18", input_size=32, epochs=1), clips, tiny_prep["folds"],
-                    clips_dir, tmp_path / "x", progress=False)
+        train_model(TrainJob("x", ModelParams(arch="resnet18", input_size=32, epochs=1), clips, tiny_prep["folds"],
+                    clips_dir, tmp_path / "x"), progress=False)
     with pytest.raises(ValueError, match="needs a clips table"):
-        train_model("x", ModelParams(arch="r3d_mini", input_size=32, epochs=1), tiny_prep["crops"],
-                    tiny_prep["folds"], tiny_prep["crops_dir"], tmp_path / "y", progress=False)
+        train_model(TrainJob("x", ModelParams(arch="r3d_mini", input_size=32, epochs=1), tiny_prep["crops"],
+                    tiny_prep["folds"], tiny_prep["crops_dir"], tmp_path / "y"), progress=False)
     with pytest.raises(ValueError, match="codec_augment re-encodes clips"):
-        train_model("x", ModelParams(arch="resnet18", input_size=32, epochs=1, codec_augment=0.5),
-                    tiny_prep["crops"], tiny_prep["folds"], tiny_prep["crops_dir"], tmp_path / "z", progress=False)
+        train_model(TrainJob("x", ModelParams(arch="resnet18", input_size=32, epochs=1, codec_augment=0.5),
+                    tiny_prep["crops"], tiny_prep["folds"], tiny_prep["crops_dir"], tmp_path / "z"), progress=False)

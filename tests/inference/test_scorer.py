@@ -33,8 +33,8 @@ def test_every_consumer_calls_the_one_scorer(tiny_prep, tiny_checkpoint, tiny_sa
     from dfdc.cli import main
     from dfdc.config.predict import PredictParams
     from dfdc.config.train import ModelParams
-    from dfdc.inference.settings import resolve
-    from dfdc.train.loop import train_model
+    from dfdc.inference.load import Scoring
+    from dfdc.train.loop import TrainJob, train_model
 
     calls = []
     real = scorer.score
@@ -56,12 +56,14 @@ def test_every_consumer_calls_the_one_scorer(tiny_prep, tiny_checkpoint, tiny_sa
     (tmp_path / "params.yaml").write_text("predict: {strategy: mean, tta: true, batch_size: 4, device: cpu}\n")
     import stages.predict as stage
 
+    crops, crops_dir = str(crops_pq), str(tiny_prep["crops_dir"])
     monkeypatch.setattr(sys, "argv", ["predict", "--params", str(tmp_path / "params.yaml"), "--checkpoint",
-                                      str(tiny_checkpoint), "--crops", str(crops_pq), "--crops-dir",
-                                      str(tiny_prep["crops_dir"]), "--folds", str(tmp_path / "folds.parquet"),
-                                      "--out-dir", str(tmp_path / "preds")])
+                                      str(tiny_checkpoint), "--inputs", crops, "--inputs-dir", crops_dir,
+                                      "--degraded", crops, "--degraded-dir", crops_dir,  # the clean holdout twice
+                                      "--folds", str(tmp_path / "folds.parquet"), "--out-dir", str(tmp_path / "preds")])
     assert used(stage.main) > 0 and calls[-1]["tta"] is True
-    assert (tmp_path / "preds" / "videos.parquet").exists()
+    clean, degraded = (pd.read_parquet(tmp_path / "preds" / f) for f in ("videos.parquet", "degraded/videos.parquet"))
+    assert len(clean) and clean["prob"].tolist() == degraded["prob"].tolist()
     videos = tmp_path / "v"
     videos.mkdir()
     for p in sorted(tiny_sample.glob("*/*.mp4"))[:2]:
@@ -69,10 +71,10 @@ def test_every_consumer_calls_the_one_scorer(tiny_prep, tiny_checkpoint, tiny_sa
     assert used(lambda: main(["predict", str(videos), "-o", str(tmp_path / "s.csv"), "--models",
                               str(tiny_checkpoint), "--frames", "4", "--device", "cpu"])) > 0
     model = from_checkpoint(tiny_checkpoint)
-    assert used(lambda: bench_predict(videos, [model], resolve([model], {}), frames=4, workers=0)) > 0
-    assert used(lambda: train_model("t", ModelParams(arch="resnet18", input_size=32, epochs=1, batch_size=8),
+    assert used(lambda: bench_predict(videos, Scoring.of([model], frames=4), workers=0)) > 0
+    assert used(lambda: train_model(TrainJob("t", ModelParams(arch="resnet18", input_size=32, epochs=1, batch_size=8),
                                     tiny_prep["crops"], tiny_prep["folds"], tiny_prep["crops_dir"], tmp_path / "t",
-                                    scoring=PredictParams(tta=True), progress=False)) > 0
+                                    scoring=PredictParams(tta=True)), progress=False)) > 0
 
 
 def test_flip_tta_in_one_batch_equals_two_passes(tiny_checkpoint):

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from odd_inputs import ODD_INPUTS
+
 from dfdc.cli import main
 from dfdc.inference.ensemble import write_ensemble
-from dfdc.train import checkpoint
+from dfdc.models import checkpoint
 
 
 def _rows(path):
@@ -263,21 +263,23 @@ def test_sparse_detection_carries_faces_to_every_sampled_frame(odd_inputs, tiny_
 
 
 def test_threads_do_not_change_scores(odd_inputs, tiny_checkpoint, detector):
+    from dfdc.inference.load import Scoring
     from dfdc.inference.scorer import from_checkpoint
     from dfdc.inference.video import predict_videos
 
     files = sorted(p for p in odd_inputs.iterdir() if p.suffix == ".mp4" and not p.name.startswith("."))[:8]
     models = [from_checkpoint(tiny_checkpoint)]
     threads = torch.get_num_threads()
-    one = predict_videos(files, models, detector, frames=6, workers=0, progress=False)
-    two = predict_videos(files, models, detector, frames=6, workers=2, progress=False)
+    scoring = Scoring.of(models, frames=6)
+    one = predict_videos(files, scoring, detector, workers=0, progress=False)
+    two = predict_videos(files, scoring, detector, workers=2, progress=False)
     assert [r.prob for r in one] == [r.prob for r in two] and [r.reason for r in one] == [r.reason for r in two]
     assert torch.get_num_threads() == threads  # the per-worker thread count is restored
 
 
 def test_thresholds_and_temperature_come_from_the_ensemble_file(odd_inputs, tiny_checkpoint, tmp_path, capsys):
-    from dfdc.eval.calibrate import apply_temperature
     from dfdc.inference.aggregate import aggregate_tracks
+    from dfdc.inference.combine import apply_temperature
     from dfdc.inference.ensemble import read_ensemble
 
     models = tmp_path / "models"

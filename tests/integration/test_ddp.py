@@ -188,7 +188,8 @@ def _train_worker(ctx: dist.Ctx, prep: dict, p: ModelParams, out: Path, live: Pa
     step.split_bce, checkpoint.save = counting_loss, counting_save
     history = None
     try:
-        result = loop.train_model(loop.TrainJob("d", p, prep["crops"], prep["folds"], prep["crops_dir"], out, live_dir=live), progress=False)
+        job = loop.TrainJob("d", p, prep["crops"], prep["folds"], prep["crops_dir"], out, live_dir=live)
+        result = loop.train_model(job, progress=False)
         history = result["history"]
     except Stopped:
         _record(record, ctx, calls["n"], saves, history)
@@ -272,8 +273,8 @@ def test_batch_norm_under_ddp_steps_as_one_process_accumulating_each_ranks_share
     whole, _, _ = one_step(batch, arch=BN_ARCH)  # one batch of 16 normalises over 16: not the same step
     for r in range(WORLD):
         rank = torch.load(tmp_path / f"bn{r}.pt", weights_only=True)
-        print(f"\nrank {r}: max |grad diff| {max_diff(rank['grads'], grads):.3g}, "
-              f"weights {max_diff(rank['weights'], weights):.3g}; against one batch of 16: {max_diff(whole, grads):.3g}")
+        print(f"\nrank {r}: max |grad diff| {max_diff(rank['grads'], grads):.3g}, weights "
+              f"{max_diff(rank['weights'], weights):.3g}; against one batch of 16: {max_diff(whole, grads):.3g}")
         assert max_diff(rank["grads"], grads) < GRAD_TOL and max_diff(rank["weights"], weights) < GRAD_TOL
         assert rank["loss"] == pytest.approx(loss, abs=GRAD_TOL)
     assert max_diff(whole, grads) > 100 * GRAD_TOL  # the comparison tells batch-norm statistics apart
@@ -348,8 +349,9 @@ def test_a_resume_on_another_number_of_processes_starts_over(tiny_prep, ddp_run,
         return real(logits, y, **kw)
 
     monkeypatch.setattr(step, "split_bce", counting)
-    result = loop.train_model(loop.TrainJob("d", ddp_run["p"], tiny_prep["crops"], tiny_prep["folds"], tiny_prep["crops_dir"],
-                              tmp_path / "m"), progress=False)
+    job = loop.TrainJob("d", ddp_run["p"], tiny_prep["crops"], tiny_prep["folds"], tiny_prep["crops_dir"],
+                        tmp_path / "m")
+    result = loop.train_model(job, progress=False)
     assert calls["n"] == 2 * epoch_batches(tiny_prep, ddp_run["p"], 1)  # trained both epochs anew
     assert [h["epoch"] for h in result["history"]] == [1, 2]
 
@@ -416,7 +418,8 @@ def test_shards_are_disjoint_balanced_and_cover_the_epoch():
 
 def test_accumulation_and_processes_shorten_the_schedule(tiny_prep, tmp_path):
     p = tiny_params(epochs=1, accumulate=2)
-    loop.train_model(loop.TrainJob("a", p, tiny_prep["crops"], tiny_prep["folds"], tiny_prep["crops_dir"], tmp_path / "a"), progress=False)
+    loop.train_model(loop.TrainJob("a", p, tiny_prep["crops"], tiny_prep["folds"], tiny_prep["crops_dir"],
+                                   tmp_path / "a"), progress=False)
     sched = checkpoint.load(tmp_path / "a" / "last.pt").state["scheduler"]
     batches = epoch_batches(tiny_prep, p, 1)
     assert sched["total_steps"] == sched["last_epoch"] == math.ceil(batches / 2) < batches

@@ -192,7 +192,8 @@ def test_a_crops_setting_reruns_the_crops_and_the_crop_models_only_and_their_sta
     _set(repo.path, crops__margin=0.2)
     # and the LSTM, whose frozen backbone is the frame model a's: through models/a, not through the crops
     assert plan(repo) == {"crops", "crops_degraded", *CROP_MODELS, *CLIP_MODELS, "evaluate"}
-    lstm = {d["path"] for d in yaml.safe_load((repo.path / "dvc.lock").read_text())["stages"]["train_stacked@l"]["deps"]}
+    lock = yaml.safe_load((repo.path / "dvc.lock").read_text())["stages"]
+    lstm = {d["path"] for d in lock["train_stacked@l"]["deps"]}
     assert "models/a" in lstm and "data/clips" in lstm and "data/crops" not in lstm
     assert ran(repo.dvc("repro", *PREP)) == {"crops"}
     narrower = pd.read_parquet(repo.path / "data/crops.parquet")

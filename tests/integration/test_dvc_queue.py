@@ -24,9 +24,7 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 import yaml
-
 from helpers import user_env
 
 TIMEOUT = 120  # any single git/dvc call

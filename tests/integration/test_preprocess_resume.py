@@ -11,11 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
-
 from helpers import REPO, venv_env
+
 from dfdc.codehash import code_digest
 from dfdc.preprocess.chunks import DONE, ChunkStore, chunk_tmp, plan_chunks, run_chunks
 

@@ -22,17 +22,8 @@ EXPECTED_SPECS = {  # name: (mean, std, head)
 }
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "no_download")
 
-
-@pytest.fixture(autouse=True)
-def no_download(monkeypatch):
-    """Fail loudly if anything asks timm for pretrained weights."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("timm was asked to load pretrained weights")
-
-    monkeypatch.setattr(timm.models._builder, "load_pretrained", refuse)
 
 
 def test_list_models_sorted_and_complete():
@@ -188,7 +179,7 @@ def test_weights_missing_a_body_key_fail(tmp_path):
 
 
 def test_a_dfdc_checkpoint_serves_as_pretrained_weights(tiny_checkpoint):
-    from dfdc.train.checkpoint import load
+    from dfdc.models.checkpoint import load
 
     want = load(tiny_checkpoint).weights
     got = create_model("resnet18", input_size=32, pretrained=tiny_checkpoint).state_dict()

@@ -41,16 +41,6 @@ def no_network(monkeypatch):
     return tries
 
 
-@pytest.fixture()
-def no_download(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a download was attempted")
-
-    import torchvision.models._api as tv_api
-
-    monkeypatch.setattr(timm.models._builder, "load_pretrained", refuse)
-    monkeypatch.setattr(tv_api, "load_state_dict_from_url", refuse)
-
 
 def offline(monkeypatch):
     import huggingface_hub.constants as hf

@@ -1,4 +1,5 @@
-"""WS-DAN (seed 003): attention maps, attention crop and drop, centre loss, training and eval outputs, weights."""
+"""WS-DAN (\\WM/, 4th place): attention maps, attention crop and drop, centre loss, training and eval outputs,
+weights."""
 from __future__ import annotations
 
 import itertools
@@ -26,18 +27,8 @@ from dfdc.models.wsdan import (
 )
 from dfdc.train.step import forward_loss
 
+pytestmark = pytest.mark.usefixtures("one_thread", "no_download")
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(autouse=True)
-def no_download(monkeypatch):
-    """Fail loudly if anything asks timm for pretrained weights."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("timm was asked to load pretrained weights")
-
-    monkeypatch.setattr(timm.models._builder, "load_pretrained", refuse)
 
 
 def tent(size: int, cells: int, cell: int) -> torch.Tensor:
@@ -279,10 +270,10 @@ def test_hub_weights_offline_fail_at_once_naming_the_model(tmp_path, monkeypatch
 
 
 def test_the_training_loop_doubles_the_centres_after_each_epoch(tiny_prep, tmp_path, monkeypatch):
-    """Seed 003's centre fixing runs through the model's end_epoch hook: two epochs, centres doubled twice."""
+    """\\WM/'s centre fixing runs through the model's end_epoch hook: two epochs, centres doubled twice."""
     from dfdc.config.train import AugmentParams, ModelParams
-    from dfdc.train import checkpoint
-    from dfdc.train.loop import train_model
+    from dfdc.models import checkpoint
+    from dfdc.train.loop import TrainJob, train_model
 
     calls = []
     original = WSDAN.end_epoch
@@ -296,6 +287,6 @@ def test_the_training_loop_doubles_the_centres_after_each_epoch(tiny_prep, tmp_p
     p = ModelParams(arch="wsdan_resnet18", input_size=32, epochs=2, batch_size=8, drop_rate=0.5,
                     augment=AugmentParams(jpeg=False, noise=False, blur=False))
     crops = tiny_prep["crops"].groupby("video").head(2)  # two crops a video: the hook, not the learning
-    train_model("ws", p, crops, tiny_prep["folds"], tiny_prep["crops_dir"], tmp_path / "ws", progress=False)
+    train_model(TrainJob("ws", p, crops, tiny_prep["folds"], tiny_prep["crops_dir"], tmp_path / "ws"), progress=False)
     assert calls == [(0, True), (1, True)]
     assert checkpoint.load(tmp_path / "ws" / "last.pt").weights["centres"].abs().sum() > 0

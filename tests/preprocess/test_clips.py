@@ -4,8 +4,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
-from conftest import copy_real_and_fake
+from helpers import copy_real_and_fake
 
 from dfdc.data.clips import ClipDataset, read_clips
 from dfdc.datasets.index import build_index

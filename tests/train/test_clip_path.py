@@ -61,14 +61,14 @@ def clips(tmp_path):
 
 def test_clip_model_eats_5d_batches_from_the_dataset_path(clip_model, clips, tmp_path):
     from dfdc.inference.scorer import ScoringModel, from_checkpoint, score_table
-    from dfdc.train.checkpoint import load
-    from dfdc.train.loop import train_model
+    from dfdc.models.checkpoint import load
+    from dfdc.train.loop import TrainJob, train_model
 
     table, folds, d = clips
     p = ModelParams(arch=clip_model, input_size=32, epochs=2, batch_size=2,
                     augment=AugmentParams(jpeg=False, noise=True, blur=False, hflip=True, color=False, gray=False,
                                           geometric=True))
-    result = train_model("clip", p, table, folds, d, tmp_path / "m", holdout=1, progress=False)
+    result = train_model(TrainJob("clip", p, table, folds, d, tmp_path / "m", holdout=1), progress=False)
     assert len(result["history"]) == 2 and np.isfinite(result["best"]["val_log_loss"])
     assert TinyClipModel.seen and all(s[1:] == (3, T, 32, 32) for s in TinyClipModel.seen)
     assert load(tmp_path / "m" / "best.pt").spec["input"] == "clip"
@@ -76,14 +76,14 @@ def test_clip_model_eats_5d_batches_from_the_dataset_path(clip_model, clips, tmp
     probs = score_table([model], table, d, tta=True)[model.name]
     assert probs.shape == (8,) and ((probs > 0) & (probs < 1)).all()
     with pytest.raises(ValueError, match="aligned_mixup pairs face crops"):
-        train_model("x", ModelParams(arch=clip_model, aligned_mixup=True), table, folds, d, tmp_path / "x",
-                    holdout=1, progress=False)
+        train_model(TrainJob("x", ModelParams(arch=clip_model, aligned_mixup=True), table, folds, d, tmp_path / "x",
+                    holdout=1), progress=False)
     assert isinstance(model, ScoringModel)
     crops_table = table.drop(columns="frames")
     with pytest.raises(ValueError, match="eats clips of 4 crops .* needs a clips table"):
-        train_model("x", p, crops_table, folds, d, tmp_path / "x", holdout=1, progress=False)
+        train_model(TrainJob("x", p, crops_table, folds, d, tmp_path / "x", holdout=1), progress=False)
     with pytest.raises(ValueError, match="holds clips of \\[3\\] crops"):
-        train_model("x", p, table.assign(frames=3), folds, d, tmp_path / "x", holdout=1, progress=False)
+        train_model(TrainJob("x", p, table.assign(frames=3), folds, d, tmp_path / "x", holdout=1), progress=False)
 
 
 def test_every_frame_of_a_clip_gets_the_same_augmentation(tmp_path):
