@@ -9,7 +9,7 @@ Measures, on the first GPU and next to the CPU where that is cheap:
    for one epoch each on the slice's crops: images/s;
 4. `dfdc predict` with those three models as an equal-weight ensemble on the slice (CUDA): seconds per video.
 It needs only the repo and the sample (`data/sample`, 23 MiB): no weights travel.
-Everything lands in one JSON file; the README's GPU table is copied from it.
+Everything lands in one JSON file, from which docs/results.md's GPU table is to be made.
 """
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def train_check(index, faces, work: Path, device: str, size: int) -> dict:
     from dfdc.config.train import AugmentParams, ModelParams
     from dfdc.folds import assign_folds
     from dfdc.preprocess.crops import crop_videos
-    from dfdc.train.loop import train_model
+    from dfdc.train.loop import TrainJob, train_model
 
     crops, _ = crop_videos(index, faces, work / "crops", workers=4, progress=False)
     folds = assign_folds(index, k=4, by="original", seed=0)  # a slice of one or two parts still has a holdout
@@ -92,9 +92,9 @@ def train_check(index, faces, work: Path, device: str, size: int) -> dict:
     for arch in ARCHS:
         p = ModelParams(arch=arch, input_size=size, epochs=1, batch_size=64, workers=4,
                         augment=AugmentParams(jpeg=False, noise=False, blur=False, color=False, gray=False))
-        result, t = _timed(train_model, arch, p, crops, folds, work / "crops", work / "models" / arch,
-                           device=device, progress=False)
-        out[arch] = {"train_crops": result["train_crops"], "epoch_s": t, "images_per_s": result["train_crops"] / t,
+        job = TrainJob(arch, p, crops, folds, work / "crops", work / "models" / arch, device=device)
+        result, t = _timed(train_model, job, progress=False)
+        out[arch] = {"train_crops": result["train_items"], "epoch_s": t, "images_per_s": result["train_items"] / t,
                      "amp": device.startswith("cuda"), "val_log_loss": result["best"]["val_log_loss"]}
     return out
 
