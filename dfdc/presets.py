@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from dfdc.config.sections import SECTIONS
 from dfdc.config.train import GROUPS
 
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_./-]*$")
@@ -74,4 +75,8 @@ def exp_args(preset_file: str | Path, params_file: str | Path = "params.yaml") -
     params = yaml.safe_load(Path(params_file).read_text()) or {}
     if not isinstance(preset, dict):
         raise ValueError(f"{preset_file}: a preset is a mapping of params.yaml sections")
+    unknown = [k for k in preset if k not in SECTIONS]
+    if unknown:
+        raise ValueError(f"{preset_file}: {', '.join(map(str, unknown))} not a params.yaml section "
+                         f"(a preset holds whole sections: {', '.join(SECTIONS)})")
     return " ".join(f"-S {shlex.quote(o)}" for o in preset_overrides(preset, params))

@@ -4,9 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dfdc.config.base import from_dict
 from dfdc.config.sections import SECTIONS, check_file
-from dfdc.config.train import ModelParams
 from dfdc.models import list_models
 
 PRESETS = sorted((Path(__file__).resolve().parents[1] / "presets").glob("*.yaml"))
@@ -20,13 +18,11 @@ def test_there_is_a_preset_per_seed_family():
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
 def test_preset_loads_and_names_registered_models(preset):
     doc = yaml.safe_load(preset.read_text())
-    if set(doc) <= set(SECTIONS):  # whole sections, merged into params.yaml
-        sections = check_file(preset)
-        entries = sections["train"].all_models() if "train" in sections else {}
-        if any(p.inputs == "clips" for p in entries.values()):
-            assert "clips" in sections  # clip models come with the clips that feed them
-    else:  # entries of train.models
-        entries = {k: from_dict(ModelParams, v, f"train.models.{k}", str(preset)) for k, v in doc.items()}
+    assert set(doc) <= set(SECTIONS)  # whole sections, merged into params.yaml
+    sections = check_file(preset)
+    entries = sections["train"].all_models() if "train" in sections else {}
+    if any(p.inputs == "clips" for p in entries.values()):
+        assert "clips" in sections  # clip models come with the clips that feed them
     assert entries
     unknown = sorted({p.arch for p in entries.values()} - set(list_models()))
     assert not unknown, f"{preset.name}: unregistered architectures {unknown}"
@@ -43,8 +39,6 @@ def test_exp_args_apply_a_preset_through_dvcs_overrides(preset, tmp_path):
     from dfdc.presets import exp_args
 
     doc = yaml.safe_load(preset.read_text())
-    if not set(doc) <= set(SECTIONS):
-        pytest.skip("a list of train.models entries, not whole sections")
     params = Path(__file__).resolve().parents[1] / "params.yaml"
     target = tmp_path / "params.yaml"
     target.write_text(params.read_text())
@@ -72,3 +66,13 @@ def test_exp_args_apply_a_preset_through_dvcs_overrides(preset, tmp_path):
     untouched = set(before) - set(doc)
     assert {k: got[k] for k in untouched} == {k: before[k] for k in untouched}
     check_file(target)  # still valid params
+
+
+def test_exp_args_refuses_a_preset_that_is_not_whole_sections(tmp_path):
+    from dfdc.presets import exp_args
+
+    preset = tmp_path / "entry.yaml"
+    preset.write_text("b7: {arch: tf_efficientnet_b7_ns, inputs: crops}\n")
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
+    with pytest.raises(ValueError, match=r"entry\.yaml: b7 not a params\.yaml section"):
+        exp_args(preset, params)

@@ -22,8 +22,6 @@ from helpers import FFPP, REPO, in_terminal, make_dvc_repo, user_env, venv_env
 from helpers import dvc as run_dvc
 from dfdc.store import file_sha256
 
-pytestmark = pytest.mark.xdist_group("dvc_pipeline")  # one worker builds the repository and runs them all
-
 PARAMS = """
 sample: {seed: 1, parts: 2, reals_per_part: 1, fakes_per_real: 1, seconds_min: 0.8, seconds_max: 1.0}
 data: {root: data/sample, deps: data/sample}
@@ -96,10 +94,10 @@ class Repo:
     def dvc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return run_dvc(self.path, *args, env=self.env, check=check)
 
-    def stale(self) -> set[str]:
-        """The stages `dvc status` says are changed."""
+    def stale(self, stages: list[str] = ALL) -> set[str]:
+        """Which of ``stages`` `dvc status` says are changed."""
         out = self.dvc("status").stdout
-        return {m for m in re.findall(r"^(\S+):$", out, re.M) if m in ALL}
+        return {m for m in re.findall(r"^(\S+):$", out, re.M) if m in stages}
 
 
 @pytest.fixture(scope="session")
@@ -208,6 +206,31 @@ def test_a_clips_setting_reruns_the_clips_and_the_clip_models_only(built, tmp_pa
     assert plan(repo) == {"clips", "clips_degraded", *CLIP_MODELS, "evaluate"}
     assert ran(repo.dvc("repro", *PREP)) == {"clips"}
     assert len(pd.read_parquet(repo.path / "data/clips.parquet")) > len(before)
+
+
+def test_the_other_two_kinds_of_entry_get_their_stages_with_their_inputs(built, tmp_path):
+    """The two combinations the built repository does not train, as DVC renders them: a frame model stacked on
+    another (train.stacked, crops) and a clip model with a backbone of its own (train.models, clips)."""
+    repo = clone(built[0], tmp_path / "r")
+    small = {"input_size": 32, "epochs": 1, "batch_size": 8, "lr": 0.001}
+    _set(repo.path, train__stacked__b={"arch": "mobilenetv3_small_100", "inputs": "crops", "backbone_from": "a",
+                                        **small},
+         train__models__c={"arch": "r3d_mini", "inputs": "clips", **small})
+    new = {"train_stacked@b", "predict_stacked@b", "train@c", "predict@c"}
+    assert repo.stale(ALL + sorted(new)) == new | {"evaluate"}
+    from dvc.repo import Repo as DvcRepo
+
+    with DvcRepo(str(repo.path)) as dvc_repo:  # the stages as DVC renders them from dvc.yaml and the table
+        stages = {s.name: s for s in dvc_repo.index.stages}
+    assert new <= set(stages), sorted(stages)
+    deps = {name: {d.def_path for d in stages[name].deps} for name in ("train_stacked@b", "train@c")}
+    assert {"data/crops", "models/a"} <= deps["train_stacked@b"] and "data/clips" not in deps["train_stacked@b"]
+    assert "data/clips" in deps["train@c"] and not {"data/crops", "models/a"} & deps["train@c"]
+    assert "--inputs data/crops.parquet" in stages["train_stacked@b"].cmd
+    assert "--backbone models/a/best.pt" in stages["train_stacked@b"].cmd
+    assert "--inputs data/clips.parquet" in stages["train@c"].cmd and "--backbone" not in stages["train@c"].cmd
+    assert "--degraded data/clips_degraded.parquet" in stages["predict@c"].cmd
+    assert "--degraded data/crops_degraded.parquet" in stages["predict_stacked@b"].cmd
 
 
 def test_leaving_a_manipulation_out_retrains_and_evaluates_without_preprocessing(built, tmp_path):
