@@ -8,8 +8,8 @@ the decoder. No temporary files.
 
 The same input and draws give the same bytes on any machine: the colour
 conversions (BT.601 limited range) are integer numpy code, resizing is Pillow's
-fixed-point bicubic, and x264 runs with a fixed thread count and instruction set. ffmpeg's own
-swscale conversions and scalers take CPU-specific SIMD paths and are not used.
+fixed-point bicubic, and x264 runs with a fixed thread count and instruction set (its `asm` option, pinned by
+`x264_options`). ffmpeg's own swscale conversions and scalers take CPU-specific SIMD paths and are not used.
 """
 from __future__ import annotations
 
