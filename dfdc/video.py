@@ -1,22 +1,26 @@
 """Decode, probe and encode videos.
 
-Decoding uses OpenCV's bundled FFmpeg; encoding pipes raw frames into the
+Decoding uses FFmpeg through PyAV (selectively: only what the wanted frames need); encoding pipes raw frames into the
 static ffmpeg binary shipped with imageio-ffmpeg (libx264). Frames are RGB
 uint8 arrays of shape (H, W, 3).
 """
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import re
 import shutil
 import subprocess
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
+
+log = logging.getLogger("dfdc.video")
 
 
 class VideoError(RuntimeError):
@@ -44,19 +48,36 @@ def ffmpeg_exe() -> str:
         return exe
 
 
-def _open(path: str | Path) -> cv2.VideoCapture:
-    path = Path(path)
+def _check_file(path: Path) -> None:
     if not path.exists():
         raise VideoError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise VideoError(f"{path}: zero-byte file")
     if image_format(path) is not None:
         raise VideoError(f"{path}: a {image_format(path)} image, not a video")
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-    if not cap.isOpened():
-        cap.release()
-        raise VideoError(f"{path}: {diagnose(path)}")
-    return cap
+
+
+@contextmanager
+def _opened(path: str | Path) -> Iterator[tuple["av.container.InputContainer", "av.video.stream.VideoStream"]]:
+    """The container and its first video stream, set to decode on one thread (the processes are the
+    parallelism); raises VideoError with the reason when the file is not a readable video."""
+    import av
+
+    path = Path(path)
+    _check_file(path)
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
+        raise VideoError(f"{path}: {diagnose(path)}") from e
+    try:
+        if not container.streams.video:
+            raise VideoError(f"{path}: {diagnose(path)}")
+        stream = container.streams.video[0]
+        stream.thread_type = "NONE"
+        stream.codec_context.thread_count = 1
+        yield container, stream
+    finally:
+        container.close()
 
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
@@ -104,69 +125,214 @@ def diagnose(path: str | Path) -> str:
     return f"cannot be read as video ({errors[-1]})" if errors else "cannot be read as video"
 
 
-def probe(path: str | Path, verify: bool = True) -> VideoInfo:
-    """Frame count, fps and size from the container; ``verify`` decodes the first and last frame."""
-    cap = _open(path)
+def _fps(stream) -> float:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return float(rate) if rate else 0.0
+
+
+def _boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload start, payload end) of the ISO-BMFF boxes in ``data[start:end]``."""
+    end = len(data) if end is None else end
+    while start + 8 <= end:
+        size, kind = int.from_bytes(data[start:start + 4], "big"), data[start + 4:start + 8]
+        head = 8
+        if size == 1 and start + 16 <= end:
+            size, head = int.from_bytes(data[start + 8:start + 16], "big"), 16
+        elif size == 0:
+            size = end - start
+        if size < head:
+            return
+        yield kind, start + head, min(start + size, end)
+        start += size
+
+
+def _moov(path: Path) -> bytes:
+    """The ``moov`` box of an MP4 / MOV file (b"" when there is none), reading only box headers and it."""
+    with open(path, "rb") as f:
+        pos, total = 0, os.fstat(f.fileno()).st_size
+        while pos + 8 <= total:
+            f.seek(pos)
+            head = f.read(16)
+            size, kind = int.from_bytes(head[:4], "big"), head[4:8]
+            if size == 1:
+                size = int.from_bytes(head[8:16], "big")
+            elif size == 0:
+                size = total - pos
+            if size < 8:
+                return b""
+            if kind == b"moov":
+                f.seek(pos)
+                return f.read(min(size, 64 << 20))
+            pos += size
+    return b""
+
+
+def _quarter_turned(path: Path) -> bool:
+    """Whether an MP4 / MOV file's video track is shown turned a quarter (its ``tkhd`` matrix), which swaps the
+    shown width and height; read from the header, decoding nothing. False for other containers."""
     try:
-        frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        fps = float(cap.get(cv2.CAP_PROP_FPS))
-        width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
-        height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        moov = _moov(path)
+    except OSError:
+        return False
+    for kind, s, e in _boxes(moov, 8):
+        if kind != b"trak":
+            continue
+        inner = {k: (a, b) for k, a, b in _boxes(moov, s, e)}
+        mdia = inner.get(b"mdia")
+        hdlr = next(((a, b) for k, a, b in _boxes(moov, *mdia) if k == b"hdlr"), None) if mdia else None
+        if b"tkhd" not in inner or hdlr is None or moov[hdlr[0] + 8:hdlr[0] + 12] != b"vide":
+            continue
+        a0 = inner[b"tkhd"][0]
+        matrix = a0 + (52 if moov[a0] == 1 else 40)  # after version/flags, times, ids, duration, layer, volume
+        a, b = (int.from_bytes(moov[matrix + 4 * i:matrix + 4 * i + 4], "big", signed=True) for i in (0, 1))
+        return abs(b) > abs(a)
+    return False
+
+
+@dataclass
+class _Packets:
+    """A stream's packets in decode order and each one's place in presentation order (None: shown never)."""
+
+    packets: list
+    order: list[int | None]
+    by_pts: dict[int, int]
+    error: str  # why the walk stopped before the end of the file ("" when it did not)
+
+    @property
+    def frames(self) -> int:
+        return len(self.by_pts)
+
+
+def _walk(container, stream) -> _Packets:
+    """Every packet of ``stream``, without decoding; the frame index of each from its presentation time.
+    Without usable timestamps (missing or repeated) ``by_pts`` stays empty and ``order`` all None."""
+    import av
+
+    packets, error = [], ""
+    try:
+        for packet in container.demux(stream):
+            if packet.size:
+                packets.append(packet)
+    except (av.error.FFmpegError, OSError) as e:
+        error = f"unreadable after {len(packets)} packets ({type(e).__name__})"
+    pts = [p.pts for p in packets if not p.is_discard]
+    if any(t is None for t in pts) or len(set(pts)) != len(pts):
+        return _Packets(packets, [None] * len(packets), {}, error)
+    by_pts = {t: i for i, t in enumerate(sorted(pts))}
+    return _Packets(packets, [None if p.is_discard else by_pts[p.pts] for p in packets], by_pts, error)
+
+
+def probe(path: str | Path, verify: bool = True) -> VideoInfo:
+    """Frame count, fps and size (as shown, after any rotation) from the container, decoding nothing.
+
+    ``verify`` walks every packet (no decoding): the frame count is then the
+    number of frames the file really holds, and a file that holds fewer than its
+    header says, or whose packets cannot be read to the end, raises VideoError
+    ("truncated ..."). Without it the count is the header's, where it has one.
+    """
+    with _opened(path) as (container, stream):
+        cc = stream.codec_context
+        width, height = (cc.height, cc.width) if _quarter_turned(Path(path)) else (cc.width, cc.height)
+        fps = _fps(stream)
+        frames = int(stream.frames or 0)
+        if verify or not frames:  # a header without a count (Matroska, WebM): the packets say it
+            walk = _walk(container, stream)
+            if walk.error or (frames and len(walk.packets) < frames):
+                said = f" of the {frames} its header lists" if frames else ""
+                raise VideoError(f"{path}: truncated or corrupt video: {len(walk.packets)} frames{said} in the file"
+                                 + (f", {walk.error}" if walk.error else ""))
+            frames = walk.frames or len(walk.packets)
         if frames <= 0 or width <= 0 or height <= 0:
             raise VideoError(f"{path}: {diagnose(path) if frames <= 0 else f'frames of size {width}x{height}'}")
-        if verify:
-            ok, frame = cap.read()
-            if not ok or frame is None:
-                raise VideoError(f"{path}: first frame cannot be decoded")
-            height, width = frame.shape[:2]  # after any rotation metadata
-            if frames > 1:
-                cap.set(cv2.CAP_PROP_POS_FRAMES, frames - 1)
-                ok, _ = cap.read()
-                # a cut file can decode *some* frame after the seek; the position tells
-                if not ok or int(cap.get(cv2.CAP_PROP_POS_FRAMES)) < frames:
-                    raise VideoError(f"{path}: truncated: frame {frames - 1} of {frames} cannot be decoded")
         return VideoInfo(frames=frames, fps=fps, width=width, height=height)
-    finally:
-        cap.release()
+
+
+# Codecs whose decoders honour "skip the frames no other frame refers to" exactly (tested bit for bit).
+_SKIPS_NONREF = frozenset({"h264"})
+
+
+def _rgb(frame) -> np.ndarray:
+    """The frame as RGB, shown as its display matrix says (turned by quarters, as OpenCV shows it)."""
+    rgb = frame.to_ndarray(format="rgb24")
+    turn = frame.rotation
+    if turn % 360 == 90:
+        return cv2.rotate(rgb, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    if turn % 360 == 270:
+        return cv2.rotate(rgb, cv2.ROTATE_90_CLOCKWISE)
+    if turn % 360 == 180:
+        return cv2.rotate(rgb, cv2.ROTATE_180)
+    return rgb
+
+
+def decode_frames(path: str | Path, indices: Iterable[int] | None = None,
+                  stats: dict[str, int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """``(index, RGB frame)`` for each wanted frame of a video (all when ``indices`` is None), in order.
+
+    Decoding is selective: the packets are read first (no decoding), so every
+    packet's frame index is known from its timestamp; on H.264 a packet whose
+    frame is not wanted is decoded only when other frames refer to it (FFmpeg's
+    ``skip_frame`` = NONREF), and only wanted frames are converted to RGB. The
+    wanted frames are bit-identical to a full decode's. One decoder thread.
+    Frames past the end of the stream are simply absent. ``stats``, when given,
+    receives ``frames`` (the frames the file holds) and ``decoded`` (the frames
+    the decoder made). Raises VideoError when the file cannot be opened.
+    """
+    import av
+
+    wanted = None if indices is None else {int(i) for i in indices}
+    stats = {} if stats is None else stats
+    with _opened(path) as (container, stream):
+        walk = _walk(container, stream)
+        stats.update(frames=walk.frames or len(walk.packets), decoded=0)
+        if wanted is not None and not wanted:
+            return
+        cc = stream.codec_context
+        by_pts = walk.by_pts
+        skip = wanted is not None and bool(by_pts) and cc.name in _SKIPS_NONREF
+        left = None if wanted is None else len(wanted & set(range(walk.frames))) if by_pts else len(wanted)
+        shown = 0  # frames output so far: the index when timestamps cannot say it
+
+        def out(frames) -> Iterator[tuple[int, np.ndarray]]:
+            nonlocal shown, left
+            for frame in frames:
+                stats["decoded"] += 1
+                i = by_pts.get(frame.pts, -1) if by_pts else shown
+                shown += 1
+                if wanted is None or i in wanted:
+                    if left is not None:
+                        left -= 1
+                    yield i, _rgb(frame)
+
+        try:
+            for packet, i in zip(walk.packets, walk.order):
+                if left is not None and left <= 0:
+                    return
+                if skip:
+                    cc.skip_frame = "DEFAULT" if i in wanted else "NONREF"
+                try:
+                    frames = cc.decode(packet)
+                except av.error.InvalidDataError:
+                    continue  # a damaged packet: its frame is absent, the decoder goes on
+                yield from out(frames)
+            if left is None or left > 0:
+                cc.skip_frame = "DEFAULT"
+                yield from out(cc.decode(None))
+        except av.error.FFmpegError as e:
+            log.debug("%s: decoding stopped: %s", path, e)
 
 
 def read_frames(path: str | Path, indices: Sequence[int] | None = None) -> tuple[dict[int, np.ndarray], int]:
-    """Decode the frames at ``indices`` (all when None) in one sequential pass.
-
-    Returns ({index: RGB frame}, frames decoded). Frames past the end of the
-    stream are simply absent; a file that cannot be opened raises VideoError.
-    Skipped frames are grabbed but not converted, which is the cheap path.
-    """
-    cap = _open(path)
-    wanted = None if indices is None else set(int(i) for i in indices)
-    last = None if wanted is None else (max(wanted) if wanted else -1)
-    out: dict[int, np.ndarray] = {}
-    i = 0
-    try:
-        while last is None or i <= last:
-            if not cap.grab():
-                break
-            if wanted is None or i in wanted:
-                ok, frame = cap.retrieve()
-                if ok and frame is not None:
-                    out[i] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            i += 1
-    finally:
-        cap.release()
-    return out, i
+    """The frames at ``indices`` (all when None), by :func:`decode_frames`: ({index: RGB frame}, frames in the
+    file). Frames past the end of the stream are simply absent; a file that cannot be opened raises VideoError."""
+    stats: dict[str, int] = {}
+    frames = dict(decode_frames(path, indices, stats))
+    return frames, stats.get("frames", 0)
 
 
 def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
     """Every frame of a video in order, as RGB, decoded one at a time (constant memory)."""
-    cap = _open(path)
-    try:
-        while True:
-            ok, frame = cap.read()
-            if not ok or frame is None:
-                return
-            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-    finally:
-        cap.release()
+    for _, frame in decode_frames(path):
+        yield frame
 
 
 def sample_indices(frames: int, every: int | None = None, count: int | None = None) -> list[int]:

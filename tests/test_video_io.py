@@ -1,4 +1,5 @@
-"""Video I/O: the encoder gives the same bytes on any CPU."""
+"""Video I/O: selective decoding gives a full decode's frames; probing reads no frame; the encoder gives the same
+bytes on any CPU."""
 import hashlib
 import platform
 import subprocess
@@ -7,7 +8,8 @@ import numpy as np
 import pytest
 
 from dfdc.data.codec import CodecParams, apply_codec, encode_clip_mp4
-from dfdc.video import X264_ASM, read_frames, rgb_to_yuv420p, write_video, x264_command
+from dfdc.video import (X264_ASM, VideoError, decode_frames, ffmpeg_exe, probe, read_frames, rgb_to_yuv420p,
+                        write_video, x264_command)
 
 # sha256 of the three x264 encodes below, made on an AVX-512 machine with x264 pinned to SSE2. With
 # x264's own choice of instruction set all three differ there (and with asm=AVX2 they differ again);
@@ -72,3 +74,94 @@ def test_the_same_frames_encode_to_the_same_bytes_with_and_without_ffmpegs_simd(
     assert (tmp_path / "w.mp4").read_bytes() == outs[0]
     decoded, n = read_frames(tmp_path / "w.mp4")
     assert n == 6 and decoded[0].shape == (48, 64, 3)
+
+
+def _ffmpeg(*args) -> None:
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", *args], check=True, capture_output=True)
+
+
+def _same_as_a_full_decode(path, wanted) -> dict:
+    """Selective decoding of ``wanted`` against the frames of a full decode (no skipping); returns the stats."""
+    full, n = read_frames(path)
+    assert len(full) == n and sorted(full) == list(range(n))
+    stats: dict = {}
+    got = dict(decode_frames(path, wanted, stats))
+    assert sorted(got) == sorted(i for i in set(wanted) if i < n)
+    for i, frame in got.items():
+        assert np.array_equal(frame, full[i]), (path, i)
+    assert stats["frames"] == n == probe(path).frames
+    return stats
+
+
+def _b_frames(path) -> bool:
+    import av
+
+    with av.open(str(path)) as c:
+        return bool(c.streams.video[0].codec_context.has_b_frames)
+
+
+def test_selective_decoding_is_bit_identical_and_skips_unreferenced_frames(tiny_sample):
+    video = sorted(tiny_sample.glob("*/*.mp4"))[0]
+    assert _b_frames(video)  # x264's veryfast: B-frames, some never referenced
+    stats = _same_as_a_full_decode(video, range(0, 1000, 10))
+    assert stats["decoded"] < stats["frames"]  # unreferenced frames between the wanted ones were not decoded
+    _same_as_a_full_decode(video, [stats["frames"] - 1, 3, 4, 5])  # any order, the last frame, neighbours
+    assert dict(decode_frames(video, [])) == {}
+
+
+def test_selective_decoding_on_the_ffpp_videos(ffpp_root):
+    for video in sorted(ffpp_root.rglob("*.mp4")):
+        assert _b_frames(video)
+        stats = _same_as_a_full_decode(video, list(range(0, 40, 10)) + [97, 98, 99])
+        assert stats["decoded"] < 100
+
+
+def test_variable_frame_rate_and_a_header_that_miscounts(tmp_path):
+    vfr, gop, trimmed = tmp_path / "vfr.mp4", tmp_path / "gop.mp4", tmp_path / "trimmed.mp4"
+    # 60 frames shown ever longer apart
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=30", "-frames:v", "60",
+            "-vf", "setpts='(N+N*N/30)/30/TB'", "-fps_mode", "passthrough", "-c:v", "libx264", "-preset", "veryfast",
+            str(vfr))
+    _same_as_a_full_decode(vfr, range(0, 60, 7))
+    # cut without re-encoding 1.3 s in: the file keeps the packets back to the keyframe, shown never (an edit
+    # list), so its header lists 100 frames of which 67 are shown
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25", "-frames:v", "100", "-c:v", "libx264",
+            "-preset", "veryfast", "-g", "50", str(gop))
+    _ffmpeg("-ss", "1.3", "-i", str(gop), "-c", "copy", str(trimmed))
+    import av
+
+    with av.open(str(trimmed)) as c:
+        assert c.streams.video[0].frames == 100
+    assert probe(trimmed).frames == 67
+    _same_as_a_full_decode(trimmed, [0, 1, 33, 66, 70])
+
+
+def test_probe_reads_no_frame_and_catches_a_cut_file(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    whole = tmp_path / "whole.mp4"
+    write_video(whole, [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(30)], fps=25)
+    import av.codec.context
+
+    def no_decoding(*_a, **_k):
+        raise AssertionError("probe decoded a frame")
+
+    with monkeypatch.context() as m:
+        m.setattr(av.codec.context.CodecContext, "decode", no_decoding, raising=False)
+        info = probe(whole)
+    assert (info.frames, info.width, info.height, info.fps) == (30, 64, 48, 25.0)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(VideoError, match="truncated or corrupt video: .* of the 30 its header lists"):
+        probe(cut)
+    assert probe(cut, verify=False).frames == 30  # the header alone cannot tell
+    assert 0 < len(read_frames(cut)[0]) < 30  # the frames that are there still decode
+
+
+def test_a_quarter_turned_video_is_measured_and_shown_upright(tmp_path):
+    src, turned = tmp_path / "sideways.mp4", tmp_path / "turned.mp4"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x96:rate=25", "-frames:v", "5", "-vf", "transpose=1",
+            "-c:v", "libx264", "-preset", "ultrafast", str(src))
+    _ffmpeg("-display_rotation", "90", "-i", str(src), "-c", "copy", str(turned))
+    assert (probe(src).width, probe(src).height) == (96, 160)
+    assert (probe(turned).width, probe(turned).height) == (160, 96)
+    assert read_frames(turned, [0])[0][0].shape == (96, 160, 3)

@@ -61,7 +61,7 @@ def _decode(path: Path, n_frames: int) -> tuple[dict[int, np.ndarray], str, str]
             return {}, "zero-byte file", "other"
         if image_format(path) is not None:
             return {0: read_image(path)}, "", "image"
-        info = probe(path, verify=False)
+        info = probe(path, verify=True)  # reads every packet, decodes none: a cut file is said to be cut
         frames, _ = read_frames(path, sample_indices(info.frames, count=n_frames))
         return frames, "" if frames else "truncated or corrupt video: none of its frames could be decoded", "video"
     except VideoError as e:
