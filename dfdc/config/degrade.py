@@ -18,8 +18,6 @@ class DegradeParams(Section):
     shares: dict[str, float] = field(default_factory=lambda: {k: 0.25 for k in KINDS})
     jpeg_quality: list[int] = field(default_factory=lambda: [30, 60])  # drawn per original, every frame
     scale: float = rng(gt=0, le=1, default=0.25)  # downscale: each side times this
-    crf: int = rng(ge=0, le=51, default=14)  # x264 CRF of the written videos (0: lossless, ~6x larger)
-    workers: int = rng(ge=0, default=2)
 
     def validate(self) -> None:
         """Shares name known degradations and do not all vanish; the JPEG range is [low, high] in 1..100."""

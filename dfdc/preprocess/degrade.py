@@ -1,27 +1,29 @@
-"""`degrade`: a degraded copy of the holdout videos, as the 15th place built its validation set.
+"""`degrade`: the degraded holdout, as the 15th place built its validation set.
 
 Each original draws one degradation (frame-level JPEG, a downscale, half the
 frame rate, or none) in the configured shares; its fakes take the same one, so
 their crops still come from the original's boxes, moved as the degradation
 moves them (scaled for a downscale, frame f -> f / 2 at half the frame rate).
+
+All three are frame-level, so no degraded video is written: a degraded video is
+its source file plus its ``degradation``, and :func:`decode_video_frames` applies
+it to exactly the frames `crops` and `clips` read (frame f at half the frame
+rate is source frame 2f). The `degrade` stage itself reads no video.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
-from dfdc.parallel import prefetch_map
 from dfdc.preprocess.columns import LANDMARK_COLUMNS
-from dfdc.video import VideoError, iter_frames, probe, write_video
+from dfdc.video import VideoError, decode_frames
 
 log = logging.getLogger("dfdc.preprocess")
 
@@ -73,52 +75,59 @@ def _even(v: float) -> int:
 
 
 def degraded_size(width: int, height: int, d: Degradation, scale: float) -> tuple[int, int]:
-    """Frame size after ``d`` (even sides, as yuv420p needs)."""
+    """Frame size after ``d``: a downscale's sides times ``scale`` (even, as before), others unchanged."""
     if d.kind == "downscale":
         return _even(width * scale), _even(height * scale)
-    return _even(width), _even(height)
+    return width, height
 
 
-def degrade_frames(frames: Iterator[np.ndarray], d: Degradation, size: tuple[int, int]) -> Iterator[np.ndarray]:
-    """The degraded frame stream: JPEG round trip, resize (AREA) or every other frame; sides made even."""
-    for i, frame in enumerate(frames):
-        if d.kind == "half_fps" and i % 2:
-            continue
-        if d.kind == "jpeg":
-            ok, buf = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
-                                   [cv2.IMWRITE_JPEG_QUALITY, d.quality])
-            if not ok:
-                raise VideoError(f"JPEG encoding failed at quality {d.quality}")
-            frame = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        if (frame.shape[1], frame.shape[0]) != size:
-            frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
-        yield frame
+def degrade_frame(frame: np.ndarray, d: Degradation, size: tuple[int, int]) -> np.ndarray:
+    """One frame degraded by ``d``: a JPEG round trip at its quality, or a resize (AREA) to ``size``."""
+    if d.kind == "jpeg":
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, d.quality])
+        if not ok:
+            raise VideoError(f"JPEG encoding failed at quality {d.quality}")
+        frame = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    if (frame.shape[1], frame.shape[0]) != size:
+        frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+    return frame
 
 
-def degrade_video(src: str | Path, dst: str | Path, d: Degradation, *, scale: float = 0.25,
-                  crf: int = 0) -> dict:
-    """Write the degraded copy of ``src`` at ``dst``; returns its frames, fps, width, height.
+def parse_degradation(text: str) -> Degradation:
+    """The :class:`Degradation` that :meth:`Degradation.describe` wrote as ``text``."""
+    if text.startswith("jpeg q="):
+        return Degradation("jpeg", int(text.removeprefix("jpeg q=")))
+    if text not in KINDS:
+        raise ValueError(f"unknown degradation {text!r} (valid: jpeg q=N, {', '.join(KINDS[1:])})")
+    return Degradation(text)
 
-    "none" copies the file. The others decode every frame once and re-encode with
-    x264 at ``crf`` (0: lossless, so only the degradation changes the pixels).
-    """
-    info = probe(src, verify=False)
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if d.kind == "none":
-        shutil.copyfile(src, dst)
-        return {"frames": info.frames, "fps": info.fps, "width": info.width, "height": info.height}
-    size = degraded_size(info.width, info.height, d, scale)
-    fps = info.fps / 2 if d.kind == "half_fps" else info.fps
-    count = {"n": 0}
 
-    def counted() -> Iterator[np.ndarray]:
-        for f in degrade_frames(iter_frames(src), d, size):
-            count["n"] += 1
-            yield f
+def decode_video_frames(row: Any, indices: Iterable[int] | None = None,
+                        stats: dict[str, int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """:func:`dfdc.video.decode_frames` of an index row (``path``, and for a degraded video ``degradation``,
+    ``width`` and ``height``): the wanted frames of the video the row describes, the degraded ones made from
+    their source frames as they go by."""
+    text = getattr(row, "degradation", None)
+    if not isinstance(text, str) or not text or text == "none":
+        yield from decode_frames(row.path, indices, stats)
+        return
+    d = parse_degradation(text)
+    size = (int(row.width), int(row.height))
+    step = 2 if d.kind == "half_fps" else 1
+    wanted = None if indices is None else sorted({int(i) * step for i in indices})
+    inner: dict[str, int] = {}
+    for i, frame in decode_frames(row.path, wanted, inner):
+        if i % step == 0:
+            yield i // step, degrade_frame(frame, d, size)
+    if stats is not None:
+        stats.update(frames=(inner.get("frames", 0) + step - 1) // step, decoded=inner.get("decoded", 0))
 
-    write_video(dst, counted(), fps=fps, crf=crf)
-    return {"frames": count["n"], "fps": fps, "width": size[0], "height": size[1]}
+
+def read_video_frames(row: Any, indices: Sequence[int] | None = None) -> tuple[dict[int, np.ndarray], int]:
+    """:func:`decode_video_frames` collected: ({index: RGB frame}, frames the video holds)."""
+    stats: dict[str, int] = {}
+    frames = dict(decode_video_frames(row, indices, stats))
+    return frames, stats.get("frames", 0)
 
 
 def degrade_faces(faces: pd.DataFrame, index: pd.DataFrame, assigned: Mapping[str, Degradation],
@@ -151,43 +160,27 @@ def degrade_faces(faces: pd.DataFrame, index: pd.DataFrame, assigned: Mapping[st
     return pd.concat(parts, ignore_index=True) if parts else faces.iloc[:0].copy()
 
 
-def degrade_holdout(index: pd.DataFrame, videos: Sequence[str], out_dir: str | Path, *,
-                    shares: Mapping[str, float], jpeg_quality: Sequence[int], scale: float, crf: int, seed: int,
-                    workers: int = 2, progress: bool = True,
-                    recorded_dir: str | Path | None = None) -> tuple[pd.DataFrame, dict[str, Degradation]]:
-    """Degraded copies of ``videos`` under ``out_dir`` (same relative names); their index rows and the draws.
+def degrade_holdout(index: pd.DataFrame, videos: Sequence[str], *, shares: Mapping[str, float],
+                    jpeg_quality: Sequence[int], scale: float,
+                    seed: int) -> tuple[pd.DataFrame, dict[str, Degradation]]:
+    """The degraded holdout's index rows and draws, reading no video.
 
-    The index rows keep every column of ``index`` with path (under ``recorded_dir``,
-    default ``out_dir``: where the copies will lie), frames, fps, width and
-    height of the copy, plus ``degradation``; a video that cannot be read or written
-    keeps its row with ok False and the error, and the others go on.
+    Each row keeps every column of ``index`` (``path`` still names the source
+    file) with the frames, fps, width and height of the degraded video, plus
+    ``degradation`` (:meth:`Degradation.describe`), which
+    :func:`decode_video_frames` applies to the frames it is asked for.
     """
-    out_dir = Path(out_dir)
     rows = index[index["video"].isin(set(videos))].reset_index(drop=True)
     originals = [o if isinstance(o, str) and o else v for v, o in zip(rows["video"], rows["original"])]
     assigned_orig = assign_degradations(originals, shares, jpeg_quality, seed)
     assigned = {v: assigned_orig[o] for v, o in zip(rows["video"], originals)}
-
-    def one(row) -> dict:
-        d = assigned[row.video]
-        dst = out_dir / row.video
-        if not row.ok:
-            return {"ok": False, "error": f"not ok in index: {row.error}"}
-        try:
-            return {**degrade_video(row.path, dst, d, scale=scale, crf=crf), "ok": True, "error": ""}
-        except (VideoError, OSError, ValueError) as e:
-            log.warning("%s: cannot degrade (%s): %s", row.video, d.describe(), e)
-            return {"ok": False, "error": f"degrade {d.describe()}: {e}"}
-
-    results = []
-    bar = tqdm(total=len(rows), desc="degrade", unit="video", disable=not progress)
-    for r in prefetch_map(one, list(rows.itertuples()), workers):
-        results.append(r)
-        bar.update(1)
-    bar.close()
     out = rows.copy()
-    for col in ("frames", "fps", "width", "height", "ok", "error"):
-        out[col] = [r.get(col, getattr(row, col)) for r, row in zip(results, rows.itertuples())]
-    out["path"] = [(Path(recorded_dir or out_dir) / v).as_posix() for v in out["video"]]
+    sizes = [degraded_size(int(w), int(h), assigned[v], scale) if ok else (int(w), int(h))
+             for v, w, h, ok in zip(rows["video"], rows["width"], rows["height"], rows["ok"])]
+    half = [assigned[v].kind == "half_fps" for v in rows["video"]]
+    out["width"] = [w for w, _ in sizes]
+    out["height"] = [h for _, h in sizes]
+    out["frames"] = [(int(n) + 1) // 2 if h and n > 0 else n for n, h in zip(rows["frames"], half)]
+    out["fps"] = [f / 2 if h else f for f, h in zip(rows["fps"], half)]
     out["degradation"] = [assigned[v].describe() for v in out["video"]]
     return out, assigned

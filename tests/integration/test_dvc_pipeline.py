@@ -38,7 +38,6 @@ train:
     l: {arch: lstm_mobilenetv3_small_100, inputs: clips, input_size: 32, epochs: 1, batch_size: 8, lr: 0.001,
         backbone_from: a, backbone_lr_scale: 0.0}
 predict: {strategy: thresholds, thresholds: {levels: 1, splits: 2}, tta: false, device: cpu}
-degrade: {workers: 1}
 evaluate: {models: [], method: equal, weights: {}, splits: 2, calibrate: false, bootstrap: 50, external: {}}
 """
 PREP = ["sample", "index", "detect", "crops", "clips", "folds"]

@@ -1,4 +1,3 @@
-import hashlib
 from collections import Counter
 
 import numpy as np
@@ -6,8 +5,8 @@ import pandas as pd
 import pytest
 
 from dfdc.preprocess.degrade import (Degradation, assign_degradations, degrade_faces, degrade_holdout,
-                                     degrade_video)
-from dfdc.video import probe, read_frames
+                                     parse_degradation, read_video_frames)
+from dfdc.video import read_frames
 
 SHARES = {"jpeg": 0.25, "downscale": 0.25, "half_fps": 0.25, "none": 0.25}
 
@@ -23,49 +22,45 @@ def test_draws_follow_the_shares_exactly_and_reproduce_for_a_seed():
     assert sorted(Counter(d.kind for d in odd.values()).values()) == [2, 3]
 
 
-def _sha(path):
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()
-
-
 @pytest.fixture(scope="module")
-def real_video(tiny_prep):
-    row = tiny_prep["index"].query("label == 0").iloc[0]
-    return row.path, probe(row.path)
+def real_row(tiny_prep):
+    return tiny_prep["index"].query("label == 0").iloc[0]
 
 
-def test_each_degradation_is_really_applied(real_video, tmp_path):
-    src, info = real_video
-    frames, _ = read_frames(src)
-    out = {}
+def _degraded(row, d: Degradation, scale: float = 0.25):
+    """``row`` as the degraded holdout's index describes it under ``d``."""
+    index = pd.DataFrame([row]).assign(original=None)
+    rows, _ = degrade_holdout(index, [row.video], shares={d.kind: 1}, jpeg_quality=(d.quality or 1,) * 2,
+                              scale=scale, seed=0)
+    return rows.iloc[0]
+
+
+def test_each_degradation_is_applied_to_the_frames_read(real_row):
+    frames, n = read_frames(real_row.path)
+    got = {}
     for d in (Degradation("jpeg", 10), Degradation("jpeg", 90), Degradation("downscale"), Degradation("half_fps"),
               Degradation("none")):
-        dst = tmp_path / f"{d.describe().replace(' ', '_')}.mp4"
-        got = degrade_video(src, dst, d, scale=0.25)
-        out[d.describe()] = (dst, got)
-        assert probe(dst).frames == got["frames"]
-    none_path, none = out["none"]
-    assert _sha(none_path) == _sha(src) and none["frames"] == info.frames
-    _, small = out["downscale"]
-    assert (small["width"], small["height"]) == (round(info.width / 8) * 2, round(info.height / 8) * 2)
-    assert small["frames"] == info.frames
-    _, half = out["half_fps"]
-    assert half["frames"] == (info.frames + 1) // 2 and half["fps"] == pytest.approx(info.fps / 2)
-    half_frames, _ = read_frames(out["half_fps"][0])
-    assert np.abs(half_frames[1].astype(int) - frames[2]).mean() < 2  # degraded frame 1 is frame 2 (lossless x264)
+        row = _degraded(real_row, d)
+        assert row.path == real_row.path and row.degradation == d.describe()
+        got[d.describe()], held = read_video_frames(row)
+        assert held == row.frames == len(got[d.describe()]), d
+        assert got[d.describe()][0].shape == (row.height, row.width, 3)
+    assert all(np.array_equal(got["none"][i], frames[i]) for i in range(n))
+    small = _degraded(real_row, Degradation("downscale"))
+    assert (small.width, small.height) == (round(real_row.width / 8) * 2, round(real_row.height / 8) * 2)
+    half = _degraded(real_row, Degradation("half_fps"))
+    assert half.frames == (n + 1) // 2 and half.fps == pytest.approx(real_row.fps / 2)
+    assert all(np.array_equal(got["half_fps"][i], frames[2 * i]) for i in got["half_fps"])  # frame i is frame 2i
 
     def error(name):
-        f, _ = read_frames(out[name][0], [3])
-        return np.abs(f[3].astype(int) - frames[3]).mean()
+        return np.abs(got[name][3].astype(int) - frames[3]).mean()
 
     assert error("jpeg q=10") > error("jpeg q=90") > 0  # lower quality, larger error
-
-
-def test_degradation_is_byte_reproducible(real_video, tmp_path):
-    src, _ = real_video
-    d = Degradation("jpeg", 40)
-    degrade_video(src, tmp_path / "a.mp4", d)
-    degrade_video(src, tmp_path / "b.mp4", d)
-    assert _sha(tmp_path / "a.mp4") == _sha(tmp_path / "b.mp4")
+    some, _ = read_video_frames(_degraded(real_row, Degradation("jpeg", 10)), [3, 5])
+    assert sorted(some) == [3, 5] and np.array_equal(some[3], got["jpeg q=10"][3])  # the same frame, read alone
+    assert parse_degradation("jpeg q=10") == Degradation("jpeg", 10)
+    with pytest.raises(ValueError, match="unknown degradation 'blur'"):
+        parse_degradation("blur")
 
 
 def test_faces_move_with_the_degradation():
@@ -86,16 +81,20 @@ def test_faces_move_with_the_degradation():
     assert both["frame"].tolist() == [5, 10] and both["x1"].tolist() == [1.0, 3.0]  # the even frame's own box wins
 
 
-def test_degrade_holdout_gives_fakes_their_originals_draw(tiny_prep, tmp_path):
+def test_degrade_holdout_gives_fakes_their_originals_draw_and_reads_no_video(tiny_prep, monkeypatch):
+    import dfdc.video
+
+    def no_reading(*_a, **_k):
+        raise AssertionError("degrade_holdout read a video")
+
+    monkeypatch.setattr(dfdc.video, "_opened", no_reading)
     index = tiny_prep["index"]
     videos = index["video"].tolist()
-    rows, assigned = degrade_holdout(index, videos, tmp_path / "videos", shares=SHARES, jpeg_quality=(30, 60),
-                                     scale=0.25, crf=0, seed=0, workers=1, progress=False,
-                                     recorded_dir="data/degraded/videos")
+    rows, assigned = degrade_holdout(index, videos, shares=SHARES, jpeg_quality=(30, 60), scale=0.25, seed=0)
     assert rows["ok"].all() and len(rows) == len(index)
     for r in rows.itertuples():
         if isinstance(r.original, str) and r.original:
             assert assigned[r.video] == assigned[r.original]
             real = rows.set_index("video").loc[r.original]
             assert (r.width, r.height, r.frames) == (real["width"], real["height"], real["frames"])
-        assert r.path == f"data/degraded/videos/{r.video}" and (tmp_path / "videos" / r.video).is_file()
+        assert r.path == index.set_index("video").loc[r.video, "path"]
