@@ -18,11 +18,14 @@ def main() -> None:
     ap.add_argument("--out-dir", default="data/clips")
     ap.add_argument("--out", default="data/clips.parquet")
     ap.add_argument("--status", default="data/clips_status.parquet")
+    ap.add_argument("--scheduler", default=None, help="a Dask scheduler's address (default: $DFDC_SCHEDULER): run "
+                    "the chunks on that cluster (the repository and videos at the same paths on every worker)")
     args = ap.parse_args()
     p = ClipsParams.load(args.params)
     clips, status, run = clip_chunked(pd.read_parquet(args.index), pd.read_parquet(args.faces), args.out_dir,
                                       window=p.window, stride=p.stride, per_track=p.per_track, size=p.size,
-                                      margin=p.margin, codec=p.codec, crf=p.crf, workers=p.workers, chunk=p.chunk)
+                                      margin=p.margin, codec=p.codec, crf=p.crf, workers=p.workers, chunk=p.chunk,
+                                      scheduler=args.scheduler)
     meta = {"detect": read_meta(args.faces).get("detect"), "clips": p.provenance(),
             "data": read_meta(args.index).get("data")}
     write_parquet(clips, args.out, meta=meta)

@@ -20,10 +20,13 @@ def main() -> None:
     ap.add_argument("--out", default="data/crops.parquet")
     ap.add_argument("--status", default="data/crops_status.parquet")
     ap.add_argument("--no-masks", dest="masks", action="store_false", help="no SSIM diff masks of the fakes")
+    ap.add_argument("--scheduler", default=None, help="a Dask scheduler's address (default: $DFDC_SCHEDULER): run "
+                    "the chunks on that cluster (the repository and videos at the same paths on every worker)")
     args = ap.parse_args()
     p = CropsParams.load(args.params)
     crops, status, run = crop_chunked(pd.read_parquet(args.index), pd.read_parquet(args.faces), args.out_dir,
-                                      margin=p.margin, workers=p.workers, chunk=p.chunk, masks=args.masks)
+                                      margin=p.margin, workers=p.workers, chunk=p.chunk, masks=args.masks,
+                                      scheduler=args.scheduler)
     faces_meta = read_meta(args.faces)
     # what cut these crops travels with them, into every checkpoint trained on them
     meta = {"detect": faces_meta.get("detect"), "crops": p.provenance(), "data": read_meta(args.index).get("data")}

@@ -17,9 +17,11 @@ def main() -> None:
     ap.add_argument("--out", default="data/faces.parquet")
     ap.add_argument("--status", default="data/detect_status.parquet")
     ap.add_argument("--work-dir", default="data/detect", help="finished chunks (kept: a rerun resumes)")
+    ap.add_argument("--scheduler", default=None, help="a Dask scheduler's address (default: $DFDC_SCHEDULER): run "
+                    "the chunks on that cluster (the repository and videos at the same paths on every worker)")
     args = ap.parse_args()
     p = DetectParams.load(args.params)
-    faces, status, run = detect_chunked(pd.read_parquet(args.index), p, args.work_dir)
+    faces, status, run = detect_chunked(pd.read_parquet(args.index), p, args.work_dir, scheduler=args.scheduler)
     write_parquet(faces, args.out, meta={"detect": p.provenance(), "data": read_meta(args.index).get("data")})
     write_parquet(status, args.status)
     no_face = int((status["error"] == "no face").sum())

@@ -9,6 +9,10 @@ chunk and redoes at most the ones in flight; a rerun gives the same bytes as an
 uninterrupted run. The record carries the stage's params and a digest of its
 code: under others the stage starts over rather than mix old and new outputs.
 A chunk is also redone when what it reads changed (its videos, their faces).
+
+The chunks run in local worker processes, or on a Dask cluster when a
+scheduler address is given (``--scheduler`` or ``DFDC_SCHEDULER``): the same
+chunks, the same bytes; this process stays the only writer of ``done.json``.
 """
 from __future__ import annotations
 
@@ -17,6 +21,9 @@ import json
 import logging
 import os
 import re
+import socket
+import threading
+import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,12 +33,14 @@ from typing import Any, Callable, Iterable, Iterator
 import pandas as pd
 from tqdm import tqdm
 
+from dfdc.codehash import code_digest
 from dfdc.store import file_sha256, write_json
 
 log = logging.getLogger("dfdc.preprocess")
 
 DONE = "done.json"
 TMP = ".tmp."
+SCHEDULER_ENV = "DFDC_SCHEDULER"  # a Dask scheduler's address: the stages run their chunks on that cluster
 
 
 @dataclass(frozen=True)
@@ -109,8 +118,9 @@ def plan_chunks(groups: Iterable[tuple[Any, str, Any]], size: int,
 
 
 def chunk_tmp(directory: str | Path, chunk: Chunk, suffix: str) -> Path:
-    """Where a work function writes the file ``<chunk>.<suffix>`` before :meth:`ChunkStore.commit` moves it in."""
-    return Path(directory) / f"{TMP}{chunk.name}.{suffix}"
+    """Where a work function writes the file ``<chunk>.<suffix>`` before :meth:`ChunkStore.commit` moves it in:
+    a name of this attempt's own, so that a retried or duplicated attempt never writes over another's."""
+    return Path(directory) / f"{TMP}{chunk.name}.{uuid.uuid4().hex[:12]}.{suffix}"
 
 
 class ChunkStore:
@@ -210,35 +220,107 @@ def _one_opencv_thread() -> Iterator[None]:
         cv2.setNumThreads(before)
 
 
-def run_chunks(store: ChunkStore, plan: list[Chunk], work: Callable[[Chunk, Path], dict[str, Path]],
-               workers: int, *, desc: str, initializer: Callable | None = None, initargs: tuple = (),
-               mp_context: str = "fork", unit: str = "videos", progress: bool = True) -> RunSummary:
-    """Run ``work`` on every chunk of ``plan`` that ``store`` has no record of, in ``workers`` processes (0: in
-    this one); each chunk is committed as soon as it is finished. ``work`` returns the temporary files it wrote
-    (suffix -> path from :func:`chunk_tmp` in the directory it is given)."""
+class OtherCode(RuntimeError):
+    """A Dask worker runs other dfdc code than the driver."""
+
+
+_READY: set = set()  # the initializers this worker process has run
+_READY_LOCK = threading.Lock()
+
+
+def run_on_worker(work: Callable[[Chunk, Path], dict[str, Path]], chunk: Chunk, directory: str, *, code: str,
+                  modules: tuple[str, ...], cwd: str, initializer: Callable | None = None,
+                  initargs: tuple = ()) -> dict[str, Path]:
+    """One chunk on a Dask worker: refuses (:class:`OtherCode`) unless the worker's code digest of ``modules``
+    is the driver's ``code``; works in the driver's directory ``cwd`` (the repository, at the same path on
+    every machine: a shared filesystem); runs ``initializer`` once per worker process."""
+    found = code_digest(*modules)
+    if found != code:
+        raise OtherCode(f"worker {socket.gethostname()} (pid {os.getpid()}) runs other dfdc code than the driver "
+                        f"({', '.join(modules)}: digest {found[:12]}, the driver's {code[:12]}): put the same "
+                        "checkout at the same path on every worker and restart the workers")
+    if not os.path.isdir(cwd):
+        raise FileNotFoundError(f"worker {socket.gethostname()}: the repository is not at {cwd}; every worker needs "
+                                "the repository and the videos at the driver's paths (a shared filesystem)")
+    if os.getcwd() != cwd:
+        os.chdir(cwd)  # the index's paths are relative to the repository
+    if initializer is not None:
+        key = (initializer.__module__, initializer.__qualname__, repr(initargs))
+        with _READY_LOCK:
+            if key not in _READY:
+                initializer(*initargs)
+                _READY.add(key)
+    return work(chunk, Path(directory))
+
+
+def _modules(fn: Callable) -> tuple[str, ...]:
+    """The dfdc module of a work function (none for a function from elsewhere)."""
+    name = getattr(fn, "func", fn).__module__
+    return (name,) if name.split(".")[0] == "dfdc" else ()
+
+
+@contextmanager
+def _executor(workers: int, scheduler: str | None, mp_context: str, initializer: Callable | None, initargs: tuple,
+              resources: dict[str, float] | None) -> Iterator[tuple[Any, int, Callable]]:
+    """(executor, chunks to keep in flight, submit(work, chunk, directory)) for local processes or a cluster."""
     import multiprocessing
 
+    if not scheduler:
+        ctx = multiprocessing.get_context(mp_context)
+        with _one_opencv_thread(), ProcessPoolExecutor(workers, mp_context=ctx, initializer=initializer,
+                                                       initargs=initargs) as ex:
+            yield ex, 2 * workers, lambda work, c, d: ex.submit(work, c, d)
+        return
+    from distributed import Client
+
+    client = Client(scheduler, set_as_default=False)
+    try:
+        threads = sum(client.nthreads().values())
+        if threads == 0:
+            raise RuntimeError(f"the Dask scheduler at {scheduler} has no workers")
+        ex = client.get_executor(resources=resources) if resources else client.get_executor()
+        cwd, digests = os.getcwd(), {}
+
+        def submit(work, c, d):
+            mods = _modules(work)
+            if mods not in digests:
+                digests[mods] = code_digest(*mods)
+            return ex.submit(run_on_worker, work, c, str(Path(d).resolve()), code=digests[mods], modules=mods,
+                             cwd=cwd, initializer=initializer, initargs=initargs)
+
+        yield ex, 2 * threads, submit
+    finally:
+        client.close()
+
+
+def run_chunks(store: ChunkStore, plan: list[Chunk], work: Callable[[Chunk, Path], dict[str, Path]],
+               workers: int, *, desc: str, initializer: Callable | None = None, initargs: tuple = (),
+               mp_context: str = "fork", unit: str = "videos", progress: bool = True, scheduler: str | None = None,
+               resources: dict[str, float] | None = None) -> RunSummary:
+    """Run ``work`` on every chunk of ``plan`` that ``store`` has no record of, in ``workers`` processes (0: in
+    this one), or on the Dask cluster at ``scheduler`` (default: ``$DFDC_SCHEDULER``; tasks ask for
+    ``resources``, e.g. ``{"GPU": 1}``); each chunk is committed here as soon as it is finished. ``work`` returns
+    the temporary files it wrote (suffix -> path from :func:`chunk_tmp` in the directory it is given)."""
+    scheduler = scheduler if scheduler is not None else os.environ.get(SCHEDULER_ENV) or None
     store.prune(plan)
     pending = [c for c in plan if not store.done(c)]
     bar = tqdm(total=sum(len(c.keys) for c in pending), desc=desc, unit=unit.rstrip("s"), disable=not progress)
-    if workers <= 0:
+    if workers <= 0 and not scheduler:
         if initializer is not None:
             initializer(*initargs)
         for c in pending:
             store.commit(c, work(c, store.dir))
             bar.update(len(c.keys))
-    else:
-        ctx = multiprocessing.get_context(mp_context)
-        with _one_opencv_thread(), ProcessPoolExecutor(workers, mp_context=ctx, initializer=initializer,
-                                                       initargs=initargs) as ex:
+    elif pending:
+        with _executor(workers, scheduler, mp_context, initializer, initargs, resources) as (_, depth, submit):
             todo = iter(pending)
             running: dict[Future, Chunk] = {}
             while True:
-                while len(running) < 2 * workers:
+                while len(running) < depth:
                     c = next(todo, None)
                     if c is None:
                         break
-                    running[ex.submit(work, c, store.dir)] = c
+                    running[submit(work, c, store.dir)] = c
                 if not running:
                     break
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -246,6 +328,9 @@ def run_chunks(store: ChunkStore, plan: list[Chunk], work: Callable[[Chunk, Path
                     c = running.pop(f)
                     store.commit(c, f.result())
                     bar.update(len(c.keys))
+    for f in store.dir.iterdir():  # what attempts that died or were duplicated left behind
+        if f.name.startswith(TMP) and f.is_file():
+            f.unlink()
     bar.close()
     return RunSummary(kept=len(plan) - len(pending), processed=len(pending),
                       units_processed=sum(len(c.keys) for c in pending), unit=unit, restarted=store.restarted)

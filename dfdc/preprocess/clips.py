@@ -6,8 +6,9 @@ detected on. Each window is cut at one fixed square box (the union of the
 track's boxes over the window, plus the detections just before and after it,
 with ``margin`` of its size on each side; the Medics) and resized to ``size``. A
 fake is cut at its original's windows and boxes, so the clips of one key are
-frame-aligned. Every video is decoded once, in order, and each frame is cut
-into the windows that hold it as it goes by.
+frame-aligned. Every video is decoded once, in order, selectively (only the
+frames the windows hold, and those they are predicted from), and each frame is
+cut into the windows that hold it as it goes by.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import cv2
@@ -26,7 +28,8 @@ from dfdc.data.codec import encode_clip_mp4
 from dfdc.parallel import prefetch_map
 from dfdc.preprocess.chunks import Chunk, ChunkStore, RunSummary, chunk_tmp, plan_chunks, run_chunks
 from dfdc.store import ShardFile, encode_png, write_parquet
-from dfdc.video import VideoError, iter_frames
+from dfdc.preprocess.degrade import decode_video_frames
+from dfdc.video import VideoError
 
 log = logging.getLogger("dfdc.preprocess")
 
@@ -127,11 +130,16 @@ class _Job:
     error: str
     windows: list[Window] = field(default_factory=list)
     short: int = 0
+    degradation: str = ""  # a degraded holdout video: its source at ``path`` degraded to width x height
+    width: int = 0
+    height: int = 0
 
 
-def cut_clips(path: str | Path, windows: list[Window], window: int, stride: int,
+def cut_clips(video: Any, windows: list[Window], window: int, stride: int,
               size: int) -> tuple[dict[Window, np.ndarray], tuple[int, int]]:
-    """Decode ``path`` once and cut every window: ({window: (T, size, size, 3)}, (width, height)).
+    """Decode the frames of ``video`` (a path, or an index row: see
+    :func:`~dfdc.preprocess.degrade.decode_video_frames`) that the windows hold, once, and cut every window:
+    ({window: (T, size, size, 3)}, (width, height)).
 
     A window whose frames run past the end of the video is left out.
     """
@@ -141,11 +149,9 @@ def cut_clips(path: str | Path, windows: list[Window], window: int, stride: int,
             need.setdefault(i, []).append((win, t))
     buffers = {win: np.zeros((window, size, size, 3), np.uint8) for win in windows}
     filled = {win: 0 for win in windows}
-    last = max(need) if need else -1
     wh = (0, 0)
-    for i, frame in enumerate(iter_frames(path)):
-        if i > last:
-            break
+    row = SimpleNamespace(path=video) if isinstance(video, (str, Path)) else video
+    for i, frame in decode_video_frames(row, need):
         wh = (frame.shape[1], frame.shape[0])
         for win, t in need.get(i, ()):
             buffers[win][t] = cut_square(frame, win.box, size)
@@ -163,7 +169,7 @@ def _clip_one(job_and_params) -> tuple[_Job, list[tuple[dict, np.ndarray]], int,
         return job, [], 0, reason
     out = []
     try:
-        cut, (w, h) = cut_clips(job.path, job.windows, window, stride, size)
+        cut, (w, h) = cut_clips(job, job.windows, window, stride, size)
         for win in job.windows:
             if win not in cut:
                 continue
@@ -199,7 +205,9 @@ def _clip_chunk(chunk: Chunk, directory: Path) -> dict[str, Path]:
         fps = unit["fps"] or 30.0
         for v in unit["videos"]:
             error = v["error"] if isinstance(v["error"], str) else ""
-            jobs.append((_Job(v["video"], v["path"], int(v["label"]), unit["source"], bool(v["ok"]), error, wins, short),
+            degraded = v.get("degradation") if isinstance(v.get("degradation"), str) else ""
+            jobs.append((_Job(v["video"], v["path"], int(v["label"]), unit["source"], bool(v["ok"]), error, wins, short,
+                              degraded, int(v["width"]), int(v["height"])),
                          opts["window"], opts["stride"], opts["size"], opts["codec"], opts["crf"], fps))
     rows, status = [], []
     with ShardFile(files["npz"]) as out:
@@ -237,10 +245,11 @@ def clip_chunked(
     workers: int = 2,
     chunk: int = 64,
     progress: bool = True,
+    scheduler: str | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, RunSummary]:
     """Cut the clips of every REAL and FAKE video at its ORIGINAL's tracks into ``out_dir``, resumably: chunks
     of ``chunk`` originals (with their fakes) per part, one shard ``<chunk>.npz`` and its tables each, in
-    ``workers`` processes. Returns (clips, status, summary).
+    ``workers`` processes, or on the Dask cluster at ``scheduler``. Returns (clips, status, summary).
 
     MP4 clips are one stored item each (the encoded bytes); PNG clips store frame
     ``t`` of clip ``key`` under ``f"{key}#{t}"``, all in the chunk's shard.
@@ -261,7 +270,8 @@ def clip_chunked(
                        lambda us: [unit_inputs(us, FACE_COLUMNS), [u["fps"] for u in us]])
     store = ChunkStore(out_dir, {"stage": "clips", "params": {**opts, "chunk": chunk},
                                  "code": code_digest("dfdc.preprocess.clips")})
-    summary = run_chunks(store, plan, _clip_chunk, workers, desc="clips", unit="originals", progress=progress)
+    summary = run_chunks(store, plan, _clip_chunk, workers, desc="clips", unit="originals", progress=progress,
+                         scheduler=scheduler)
     return store.table(plan, "clips.parquet", CLIP_COLUMNS), store.table(plan, "status.parquet", STATUS_COLUMNS), \
         summary
 

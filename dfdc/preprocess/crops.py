@@ -18,7 +18,8 @@ from dfdc.parallel import prefetch_map
 from dfdc.preprocess.chunks import Chunk, ChunkStore, RunSummary, chunk_tmp, file_identity, plan_chunks, run_chunks
 from dfdc.preprocess.columns import CROP_COLUMNS, FACE_COLUMNS, LANDMARK_COLUMNS, MASK_COLUMNS
 from dfdc.store import ShardFile, ShardReader, decode_png, encode_png, write_parquet
-from dfdc.video import VideoError, read_frames
+from dfdc.preprocess.degrade import read_video_frames
+from dfdc.video import VideoError
 
 log = logging.getLogger("dfdc.preprocess")
 
@@ -35,7 +36,7 @@ def _crop_one(job) -> tuple[str, list[tuple[dict, np.ndarray]], str]:
         return row.video, [], "original has no faces" if source != row.video else "no face"
     wanted = sorted(boxes["frame"].unique())
     try:
-        frames, _ = read_frames(row.path, wanted)
+        frames, _ = read_video_frames(row, wanted)
     except VideoError as e:
         return row.video, [], str(e)
     except Exception as e:  # noqa: BLE001 - one bad video never stops the stage
@@ -123,7 +124,8 @@ def source_units(index: pd.DataFrame, faces: pd.DataFrame) -> list[dict]:
 
 def unit_inputs(units: list[dict], face_columns: list[str]) -> list:
     """What a chunk of :func:`source_units` reads: each video's file and index state, its original's faces."""
-    return [[u["source"], [[v["video"], *file_identity(v["path"]), v["label"], v["ok"]] for v in u["videos"]],
+    return [[u["source"], [[v["video"], *file_identity(v["path"]), v["label"], v["ok"], v.get("degradation")]
+                           for v in u["videos"]],
              None if u["boxes"] is None else u["boxes"][face_columns].to_numpy().tolist()] for u in units]
 
 
@@ -136,11 +138,13 @@ def crop_chunked(
     chunk: int = 64,
     masks: bool = True,
     progress: bool = True,
+    scheduler: str | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, RunSummary]:
     """Cut crops for every REAL and FAKE video at its ORIGINAL's boxes into ``out_dir``, resumably: chunks of
     ``chunk`` originals (with their fakes) per part, one PNG shard ``<chunk>.npz`` and its tables each, in
     ``workers`` processes. ``masks``: also each fake crop's SSIM diff mask against its original's crop
-    (``<chunk>.masks.npz``; columns :data:`MASK_COLUMNS`). Returns (crops, status, summary)."""
+    (``<chunk>.masks.npz``; columns :data:`MASK_COLUMNS`). ``scheduler``: a Dask scheduler to run the chunks on
+(:func:`~dfdc.preprocess.chunks.run_chunks`). Returns (crops, status, summary)."""
     units = source_units(index, faces)
     for u in units:
         u |= {"margin": margin, "masks": masks}
@@ -148,7 +152,8 @@ def crop_chunked(
                        lambda us: unit_inputs(us, FACE_COLUMNS))
     store = ChunkStore(out_dir, {"stage": "crops", "params": {"margin": margin, "chunk": chunk, "masks": masks},
                                  "code": code_digest("dfdc.preprocess.crops")})
-    summary = run_chunks(store, plan, _crop_chunk, workers, desc="crops", unit="originals", progress=progress)
+    summary = run_chunks(store, plan, _crop_chunk, workers, desc="crops", unit="originals", progress=progress,
+                         scheduler=scheduler)
     columns = CROP_COLUMNS + (MASK_COLUMNS if masks else [])
     return store.table(plan, "crops.parquet", columns), store.table(plan, "status.parquet", STATUS_COLUMNS), summary
 

@@ -120,11 +120,12 @@ def _detect_chunk(chunk: Chunk, directory: Path) -> dict[str, Path]:
     return files
 
 
-def detect_chunked(index: pd.DataFrame, p, work_dir: str | Path,
-                   progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, RunSummary]:
+def detect_chunked(index: pd.DataFrame, p, work_dir: str | Path, progress: bool = True,
+                   scheduler: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, RunSummary]:
     """The `detect` stage's work, resumable: chunks of ``p.chunk`` real videos per part, each in
     ``work_dir`` (``<chunk>.faces.parquet``, ``<chunk>.status.parquet``, recorded in ``done.json``), in
-    ``p.workers`` processes (one MTCNN and one torch thread each on the CPU). Returns (faces, status, summary)."""
+    ``p.workers`` processes (one MTCNN and one torch thread each on the CPU), or on the Dask cluster at
+``scheduler`` (on CUDA each chunk asks for a worker with the resource ``GPU``). Returns (faces, status, summary)."""
     import dataclasses
 
     device = pick_device(p.device)
@@ -139,7 +140,8 @@ def detect_chunked(index: pd.DataFrame, p, work_dir: str | Path,
     summary = run_chunks(store, plan, _detect_chunk, p.workers, desc="detect",
                          initializer=_init_worker, initargs=(params, 1 if p.workers > 0 and device.type == "cpu"
                                                              else None),
-                         mp_context="spawn" if device.type == "cuda" else "fork", progress=progress)
+                         mp_context="spawn" if device.type == "cuda" else "fork", progress=progress,
+                         scheduler=scheduler, resources={"GPU": 1} if device.type == "cuda" else None)
     faces = store.table(plan, "faces.parquet", FACE_COLUMNS)
     status = store.table(plan, "status.parquet", STATUS_COLUMNS)
     return faces.astype({"frame": "int32", "face": "int16", "track": "int16"}), status, summary

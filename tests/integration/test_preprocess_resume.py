@@ -172,3 +172,76 @@ def test_code_digest_follows_the_files_a_module_imports(tmp_path):
     (pkg / "sub" / "__pycache__").mkdir()
     (pkg / "sub" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"\0")
     assert code_digest("dfdc.sub.a", root=tmp_path) == code_digest("dfdc.sub.a", root=tmp_path)
+
+
+# ------------------------------------------------------------------ on a Dask cluster
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two worker processes of one thread each, as `dask worker --nthreads 1` starts them."""
+    import logging
+
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=logging.ERROR) as c:
+        yield c
+
+
+def test_the_stages_on_a_dask_cluster_give_the_local_bytes(clean_run, cluster, tmp_path):
+    shutil.copy(clean_run / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "data").mkdir()
+    shutil.copy(clean_run / "data" / "index.parquet", tmp_path / "data" / "index.parquet")
+    env = {**venv_env(), "DFDC_SCHEDULER": cluster.scheduler_address}
+    for stage in CHUNKED:
+        proc = subprocess.run(_cmd(stage), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, f"{stage} failed:\n{proc.stdout}\n{proc.stderr}"
+        outs = _stage(stage)[1]
+        clean, remote = _files(clean_run, outs), _files(tmp_path, outs)
+        assert sorted(remote) == sorted(clean)
+        assert [f for f in clean if clean[f] != remote[f]] == [], stage
+    assert not list(tmp_path.rglob(".tmp.*"))
+
+
+def _dies_once(chunk, directory, marks):
+    """Writes half its file, then its worker process dies the first time it meets chunk p.0001."""
+    out = chunk_tmp(directory, chunk, "txt")
+    out.write_text("half")
+    mark = Path(marks) / chunk.name
+    if chunk.name == "p.0001" and not mark.exists():
+        mark.write_text("died")
+        os._exit(1)
+    out.write_text(",".join(chunk.keys))
+    return {"txt": out}
+
+
+def test_a_worker_killed_mid_chunk_is_retried_to_the_same_bytes(cluster, tmp_path):
+    import functools
+
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+    identity = {"stage": "t", "params": {}, "code": "x"}
+    plan = plan_chunks([("p", f"v{i}", i) for i in range(6)], 2, lambda us: us)
+    (tmp_path / "marks").mkdir()
+    work = functools.partial(_dies_once, marks=str(tmp_path / "marks"))
+    local = run_chunks(ChunkStore(tmp_path / "local", identity), plan, _write, 0, desc="t", progress=False)
+    remote = run_chunks(ChunkStore(tmp_path / "remote", identity), plan, work, 2, desc="t", progress=False,
+                        scheduler=cluster.scheduler_address)
+    assert (tmp_path / "marks" / "p.0001").exists()  # a worker did die in the middle of that chunk
+    assert local.processed == remote.processed == 3
+    assert sorted(f.name for f in (tmp_path / "remote").iterdir()) == [DONE, "p.0000.txt", "p.0001.txt", "p.0002.txt"]
+    for name in ("p.0000.txt", "p.0001.txt", "p.0002.txt", DONE):
+        assert (tmp_path / "remote" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+
+
+def test_a_worker_running_other_code_is_refused(cluster, tmp_path, monkeypatch):
+    import dfdc.preprocess.chunks as chunks
+
+    monkeypatch.setattr(chunks, "code_digest", lambda *modules: "0" * 64)  # the driver's code is now "other"
+    plan = plan_chunks([("p", "v0", 0)], 1, lambda us: us)
+    store = ChunkStore(tmp_path, {"stage": "t", "params": {}, "code": "x"})
+    with pytest.raises(chunks.OtherCode, match="runs other dfdc code than the driver .* the driver's 000000000000"):
+        run_chunks(store, plan, _write, 1, desc="t", progress=False, scheduler=cluster.scheduler_address)
+    assert store.chunks == {}
