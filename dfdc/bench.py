@@ -31,7 +31,7 @@ from dfdc.faces.crops import crop_box, cut
 from dfdc.faces.detector import FaceDetector
 from dfdc.faces.tracks import iou
 from dfdc.masks import bench_masks
-from dfdc.preprocess.crops import crop_videos
+from dfdc.preprocess.cut import crop_videos
 from dfdc.preprocess.detect import detect_videos
 from dfdc.store import encode_png
 from dfdc.video import read_frames, sample_indices
@@ -193,7 +193,7 @@ def bench_clips(root: str | Path, clips: ClipsParams | None = None, detect: Dete
     Faces come from our detector first (not timed); the stage then decodes every
     video, real and fake, once, and cuts and encodes its windows.
     """
-    from dfdc.preprocess.clips import clip_videos
+    from dfdc.preprocess.cut import clip_videos
 
     clips = clips or ClipsParams()
     detect = detect or DetectParams()
@@ -208,7 +208,7 @@ def bench_clips(root: str | Path, clips: ClipsParams | None = None, detect: Dete
         (table, status), t = _timed(clip_videos, index, faces, Path(tmp) / "c", window=clips.window,
                                     stride=clips.stride, per_track=clips.per_track, size=clips.size,
                                     margin=clips.margin, codec=clips.codec, crf=clips.crf, workers=workers,
-                                    chunk=clips.chunk, progress=False)
+                                    progress=False)
         size = sum(f.stat().st_size for f in (Path(tmp) / "c").iterdir())
     return {"dataset": str(root), "videos": n, "clips": len(table), "window": clips.window, "stride": clips.stride,
             "size": clips.size, "codec": clips.codec, "floor_s": floor / n, "clips_s": t / n,

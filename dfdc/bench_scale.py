@@ -2,13 +2,15 @@
 
 For each N it generates the dataset (the sample generator, low resolution, 1 to
 1.5 s per video), lays out a DVC project tracking it through a manifest (as a
-DFDC-size dataset should be tracked), runs `index`, `detect`, `crops` (with the
-fakes' diff masks) and `clips` one after the other as their own processes (wall time and peak
+DFDC-size dataset should be tracked), runs `index`, `detect` and `cut` (crops with the
+fakes' diff masks, and clips) one after the other as their own processes (wall time and peak
 resident memory of the largest process of each, from ``wait4``), records them
-with ``dvc commit``, then times ``dvc status`` and a no-op ``dvc repro`` and
-counts every output's files. A handful of generated 1080p 10 s videos give the
-per-video cost at DFDC's size, from which the full DFDC (128,154 videos) is
-extrapolated for a machine with more cores.
+with ``dvc commit`` (its throughput in MB/s), then times ``dvc status`` and a
+no-op ``dvc repro`` and counts every output's files and bytes. A handful of
+generated 1080p 10 s videos give the per-video cost and bytes at DFDC's size,
+next to a full single-thread decode of the same videos measured in the same
+run, from which the full DFDC (128,154 videos, the degraded holdout a quarter of
+them) is extrapolated for a machine with more cores.
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["index", "detect", "crops", "clips"]
+STAGES = ["index", "detect", "cut"]
+UNITS = ["index", "detect", "cut", "cut_degraded"]  # the 1080p per-unit table (and the DFDC estimate)
 DFDC_VIDEOS = 128_154
 DFDC_REAL_SHARE = 19_154 / 119_154  # the DFDC training set's reals among its videos
 DFDC_PARTS = 50
@@ -85,7 +88,7 @@ def _project(repo: Path, dataset: Path, workers: int) -> None:
             shutil.copy(src, repo / name)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"] = {"root": str(dataset), "deps": "data/manifest.tsv"}
-    for section in ("index", "detect", "crops", "clips"):
+    for section in ("index", "detect", "crops"):
         params[section]["workers"] = workers
     params["detect"]["device"] = "cpu"
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -142,6 +145,7 @@ def run_scale(n: int, work: Path, workers: int = 2, per_part: int = 100, seconds
                            "workers": workers, "decode": decode_cost(repo / "data" / "index.parquet")}
     if dvc:
         row["commit_s"], _ = _dvc(repo, "commit", "-f", *STAGES)
+        row["commit_mb_s"] = sum(o["mib"] for o in row["outputs"].values()) * 2**20 / 1e6 / row["commit_s"]
         row["status_s"], status = _dvc(repo, "status", *STAGES)
         repro = [_dvc(repo, "repro", *STAGES) for _ in range(2)]
         row["noop_repro_s"] = min(t for t, _ in repro)
@@ -164,19 +168,38 @@ def decode_cost(index_path: Path, every: int = 10) -> dict[str, float]:
     return {"sampled_s": (time.perf_counter() - t0) / max(len(reals), 1)}
 
 
+def full_decode_s(paths: list[str]) -> float:
+    """CPU seconds per video of decoding every frame on one thread, converting none: the floor of any stage
+    that reads a video."""
+    import av
+
+    c0 = time.process_time()
+    for p in paths:
+        with av.open(p) as c:
+            stream = c.streams.video[0]
+            stream.thread_type = "NONE"
+            stream.codec_context.thread_count = 1
+            for _ in c.decode(stream):
+                pass
+    return (time.process_time() - c0) / max(len(paths), 1)
+
+
 def unit_costs(repo: Path) -> dict[str, dict[str, float]]:
     """CPU seconds (every thread of this process) and wall seconds per unit of each stage's work on the
-    project ``repo`` has built, in this process and without any process start: per video for `index`,
-    `crops` (the fakes' diff masks included) and `clips`, per real for `detect`."""
+    project ``repo`` has built, in this process and without any process start: per video for `index` and
+    `cut` (crops with the fakes' diff masks, and clips), per real for `detect`, per degraded video for
+    `cut_degraded` (every video degraded as the `degrade` stage draws it; the stage itself reads no video),
+    and ``decode``: a full single-thread decode of the same videos."""
     import pandas as pd
     import torch
 
     from dfdc.config.clips import ClipsParams
+    from dfdc.config.degrade import DegradeParams
     from dfdc.config.detect import DetectParams
     from dfdc.datasets.index import build_index
     from dfdc.faces.detector import FaceDetector
-    from dfdc.preprocess.clips import clip_chunked
-    from dfdc.preprocess.crops import crop_chunked
+    from dfdc.preprocess.cut import cut_chunked
+    from dfdc.preprocess.degrade import degrade_faces, degrade_holdout
     from dfdc.preprocess.detect import detect_rows
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
@@ -186,6 +209,7 @@ def unit_costs(repo: Path) -> dict[str, dict[str, float]]:
     n, n_real = len(index), len(reals)
     detect = DetectParams(**{**params["detect"], "device": "cpu"})
     clips = ClipsParams(**params["clips"])
+    g = DegradeParams(**params["degrade"])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the stages' worker processes run one torch thread each
     try:
@@ -200,47 +224,62 @@ def unit_costs(repo: Path) -> dict[str, dict[str, float]]:
                           "wall_s": (time.perf_counter() - t0) / max(units, 1), "units": units}
             return result
 
+        def cut(idx, boxes, where, masks=True):
+            return cut_chunked(idx, boxes, crops_dir=where / "crops", clips_dir=where / "clips",
+                               margin=params["crops"]["margin"], masks=masks,
+                               clips=clips.provenance() | {"per_track": clips.per_track}, workers=0,
+                               chunk=params["crops"]["chunk"], progress=False)
+
         with tempfile.TemporaryDirectory() as tmp:
             cost("index", n, lambda: build_index(params["data"]["root"], workers=0, progress=False))
+            out["decode"] = {"cpu_s": full_decode_s(list(index["path"])), "units": n}
             cost("detect", n_real, lambda: detect_rows(reals, det, every=detect.every, min_track=detect.min_track,
                                                        max_gap=detect.max_gap, min_iou=detect.min_iou, workers=1,
                                                        progress=False))
-            cost("crops", n, lambda: crop_chunked(index, faces, Path(tmp) / "c", margin=params["crops"]["margin"],
-                                                  workers=0, chunk=params["crops"]["chunk"], progress=False))
-            cost("clips", n, lambda: clip_chunked(index, faces, Path(tmp) / "k", window=clips.window,
-                                                  stride=clips.stride, per_track=clips.per_track, size=clips.size,
-                                                  margin=clips.margin, codec=clips.codec, crf=clips.crf, workers=0,
-                                                  chunk=clips.chunk, progress=False))
+            cost("cut", n, lambda: cut(index, faces, Path(tmp) / "c"))
+            degraded, drawn = degrade_holdout(index, list(index["video"]), shares=g.shares,
+                                              jpeg_quality=g.jpeg_quality, scale=g.scale, seed=g.seed)
+            moved = degrade_faces(faces, index, drawn, {r.video: (int(r.width), int(r.height))
+                                                        for r in degraded.itertuples()})
+            cost("cut_degraded", n, lambda: cut(degraded, moved, Path(tmp) / "d", masks=False))
         return out
     finally:
         torch.set_num_threads(threads)
 
 
 def _per_video(row: dict[str, Any]) -> dict[str, float]:
-    """Seconds per unit of each stage: per real for `detect`, per video otherwise."""
-    units = {"index": row["videos"], "detect": row["reals"], "crops": row["videos"], "clips": row["videos"]}
+    """Seconds per unit of each stage from its wall time: per real for `detect`, per video otherwise."""
+    units = {"index": row["videos"], "detect": row["reals"], "cut": row["videos"]}
     return {s: row["stages"][s]["wall_s"] * row["workers"] / max(units[s], 1) for s in STAGES}
 
 
-def extrapolate(hd: dict[str, Any], cores: int = 16, videos: int = DFDC_VIDEOS) -> dict[str, Any]:
+def extrapolate(hd: dict[str, Any], cores: int = 16, videos: int = DFDC_VIDEOS, holdout: float = 0.25
+                ) -> dict[str, Any]:
     """DFDC-size estimate from the 1080p row: CPU seconds per unit (:func:`unit_costs`, else the stages' wall
-    time x processes per unit) x DFDC's units / ``cores``, i.e. perfect scaling over ``cores`` processes."""
+    time x processes per unit) x DFDC's units / ``cores``, i.e. perfect scaling over ``cores`` processes;
+    `cut_degraded` runs on the holdout (``holdout`` of the videos: one fold of four)."""
     per = {s: c["cpu_s"] for s, c in hd["units"].items()} if hd.get("units") else _per_video(hd)
     reals = round(videos * DFDC_REAL_SHARE)
-    units = {"index": videos, "detect": reals, "crops": videos, "clips": videos}
-    hours = {s: per[s] * units[s] / cores / 3600 for s in STAGES}
+    units = {"index": videos, "detect": reals, "cut": videos, "cut_degraded": round(videos * holdout)}
+    stages = [s for s in UNITS if s in per]
+    hours = {s: per[s] * units[s] / cores / 3600 for s in stages}
     twice = hd["decode"]["sampled_s"] * reals / cores / 3600
-    return {"per_unit_s": per, "hours": hours, "total_h": sum(hours.values()), "cores": cores, "videos": videos,
-            "reals": reals, "second_decode_h": twice}
+    return {"per_unit_s": per, "units": units, "hours": hours, "total_h": sum(hours.values()), "cores": cores,
+            "videos": videos, "reals": reals, "second_decode_h": twice}
+
+
+def output_bytes(hd: dict[str, Any], videos: int = DFDC_VIDEOS) -> dict[str, dict[str, float]]:
+    """Bytes per video of every output of the 1080p row, and the DFDC total (GB) at that rate."""
+    per = {o: v["mib"] * 2**20 / max(hd["videos"], 1) for o, v in hd["outputs"].items()}
+    return {o: {"per_video_mb": b / 1e6, "dfdc_gb": b * videos / 1e9} for o, b in per.items()}
 
 
 def dfdc_file_counts(params: dict[str, Any], videos: int = DFDC_VIDEOS, parts: int = DFDC_PARTS) -> dict[str, int]:
     """Files of each chunked output at DFDC size under ``params``' chunk sizes (one done.json each)."""
     reals_per_part = math.ceil(videos * DFDC_REAL_SHARE / parts)
     detect = parts * math.ceil(reals_per_part / params["detect"]["chunk"])
-    crops = parts * math.ceil(reals_per_part / params["crops"]["chunk"])
-    clips = parts * math.ceil(reals_per_part / params["clips"]["chunk"])
-    return {"data/detect": 2 * detect + 1, "data/crops": 4 * crops + 1, "data/clips": 3 * clips + 1}
+    cut = parts * math.ceil(reals_per_part / params["crops"]["chunk"])  # crops and clips share the chunks
+    return {"data/detect": 2 * detect + 1, "data/crops": 4 * cut + 1, "data/clips": 3 * cut + 1}
 
 
 def bench_scale(ns: list[int], hd_reals: int = 2, workers: int = 2, work: str | Path | None = None,
@@ -259,11 +298,11 @@ def bench_scale(ns: list[int], hd_reals: int = 2, workers: int = 2, work: str | 
         if hd_reals > 0:
             if progress:
                 print(f"bench scale: {hd_reals * 3} videos at 1080p, 10 s ...", flush=True)
-            hd = run_scale(hd_reals * 3, base / "hd", workers=1, seconds=(10.0, 10.0), resolutions=HD, dvc=False)
+            hd = run_scale(hd_reals * 3, base / "hd", workers=1, seconds=(10.0, 10.0), resolutions=HD)
             hd["units"] = unit_costs(base / "hd" / "repo")
         params = yaml.safe_load((ROOT / "params.yaml").read_text())
         return {"rows": rows, "hd": hd, "dfdc": extrapolate(hd, cores) if hd else None,
-                "dfdc_files": dfdc_file_counts(params)}
+                "dfdc_files": dfdc_file_counts(params), "dfdc_bytes": output_bytes(hd) if hd else None}
     finally:
         if not keep:
             shutil.rmtree(base, ignore_errors=True)
@@ -289,15 +328,23 @@ def format_scale(result: dict[str, Any]) -> str:
     hd, dfdc = result.get("hd"), result.get("dfdc")
     if hd and dfdc:
         per = dfdc["per_unit_s"]
-        text += ("\n\n| 1080p, 10 s | CPU s per unit | DFDC units | hours on "
-                 f"{dfdc['cores']} cores |\n|---|---|---|---|\n")
-        units = {"index": dfdc["videos"], "detect": dfdc["reals"], "crops": dfdc["videos"], "clips": dfdc["videos"]}
-        for s in STAGES:
-            text += f"| `{s}` | {per[s]:.2f} | {units[s]:,} | {dfdc['hours'][s]:.1f} |\n"
-        text += f"| total | | {dfdc['videos']:,} videos | {dfdc['total_h']:.1f} |"
-        text += (f"\n\nDecoding a real's sampled frames at 1080p: {hd['decode']['sampled_s']:.2f} s; `crops` decodes "
+        floor = per.get("decode")
+        text += ("\n\n| 1080p, 10 s | CPU s per unit | x full decode | DFDC units | hours on "
+                 f"{dfdc['cores']} cores |\n|---|---|---|---|---|\n")
+        if floor:
+            text += f"| full decode, one thread (floor) | {floor:.2f} | 1.00 | | |\n"
+        for s in dfdc["hours"]:
+            ratio = f"{per[s] / floor:.2f}" if floor else ""
+            text += f"| `{s}` | {per[s]:.2f} | {ratio} | {dfdc['units'][s]:,} | {dfdc['hours'][s]:.1f} |\n"
+        text += f"| total | | | {dfdc['videos']:,} videos | {dfdc['total_h']:.1f} |"
+        text += (f"\n\nDecoding a real's sampled frames at 1080p: {hd['decode']['sampled_s']:.2f} s; `cut` decodes "
                  "them a second time: "
                  f"{dfdc['second_decode_h']:.2f} h of the total at DFDC size.")
+    if result.get("dfdc_bytes"):
+        text += "\n\n| output (1080p) | MB per video | GB at DFDC size |\n|---|---|---|\n" + "\n".join(
+            f"| `{o}` | {b['per_video_mb']:.2f} | {b['dfdc_gb']:,.0f} |" for o, b in result["dfdc_bytes"].items())
+    if hd and "commit_mb_s" in hd:
+        text += f"\n\n`dvc commit` of the 1080p outputs: {hd['commit_mb_s']:.0f} MB/s."
     text += "\n\nFiles at DFDC size (50 parts, these chunk sizes): " + ", ".join(
         f"`{k}` {v:,}" for k, v in result["dfdc_files"].items())
     return text

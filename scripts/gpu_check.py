@@ -83,7 +83,7 @@ def train_check(index, faces, work: Path, device: str, size: int) -> dict:
     """One epoch (AMP on CUDA) of each of ARCHS at ``size`` px on the slice's crops (random init): images/s."""
     from dfdc.config.train import AugmentParams, ModelParams
     from dfdc.folds import assign_folds
-    from dfdc.preprocess.crops import crop_videos
+    from dfdc.preprocess.cut import crop_videos
     from dfdc.train.loop import TrainJob, train_model
 
     crops, _ = crop_videos(index, faces, work / "crops", workers=4, progress=False)

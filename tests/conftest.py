@@ -82,7 +82,7 @@ def tiny_prep(tiny_sample, detector, tmp_path_factory) -> dict:
     from dfdc.config.detect import DetectParams
     from dfdc.datasets.index import build_index, index_meta
     from dfdc.folds import assign_folds
-    from dfdc.preprocess.crops import crop_videos
+    from dfdc.preprocess.cut import crop_videos
     from dfdc.preprocess.detect import detect_videos
 
     out = tmp_path_factory.mktemp("prep")

@@ -60,7 +60,7 @@ def test_bench_clip_models_reports_throughput():
     assert "| r3d_mini | 3 x 32 | all |" in format_clip_models_table(rows)
 
 
-PARAMS = {"detect": {"chunk": 256}, "crops": {"chunk": 64}, "clips": {"chunk": 64}}
+PARAMS = {"detect": {"chunk": 256}, "crops": {"chunk": 64}}
 
 
 def test_dfdc_file_counts_stay_in_the_thousands():

@@ -14,7 +14,8 @@ class ClipsParams(Section):
     A clip is ``window`` frames, ``stride`` video frames apart (NTech: 7 at 1/15 s,
     i.e. stride 2 at 30 fps; the 15th place: 5-frame windows; the Medics: 64 frames), cut at one
     square box per window (the union of the track's boxes over the window plus ``margin``)
-    and resized to ``size`` px. ``per_track`` windows are spread evenly over each track.
+    and resized to ``size`` px. ``per_track`` windows are spread evenly over each track. The `cut` stage
+    makes them with the crops, in the processes and chunks of :class:`~dfdc.config.crops.CropsParams`.
     """
 
     SECTION = "clips"
@@ -26,8 +27,6 @@ class ClipsParams(Section):
     margin: float = rng(ge=0, default=0.3)
     codec: Literal["mp4", "png"] = "mp4"  # the Medics: lossy MP4 clips generalised better than PNG
     crf: int = rng(ge=0, le=51, default=18)  # x264 CRF of the stored MP4 clips
-    workers: int = rng(ge=0, default=2)  # processes (0: in the stage's own process)
-    chunk: int = rng(ge=1, default=64)  # originals (each with its fakes) per resumable chunk and shard
 
     def validate(self) -> None:
         if self.codec == "mp4" and self.size % 2:

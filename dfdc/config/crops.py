@@ -14,8 +14,8 @@ class CropsParams(Section):
     SECTION = "crops"
 
     margin: float = rng(ge=0, default=0.3)
-    workers: int = rng(ge=0, default=2)  # processes (0: in the stage's own process)
-    chunk: int = rng(ge=1, default=64)  # originals (each with its fakes) per resumable chunk and shard
+    workers: int = rng(ge=0, default=2)  # processes of the cut stage, crops and clips (0: in its own process)
+    chunk: int = rng(ge=1, default=64)  # originals (each with its fakes) per resumable chunk: a shard of each
 
     def provenance(self) -> dict[str, Any]:
         """The settings that shape the crops (recorded with them)."""

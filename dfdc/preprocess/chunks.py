@@ -228,7 +228,7 @@ _READY: set = set()  # the initializers this worker process has run
 _READY_LOCK = threading.Lock()
 
 
-def run_on_worker(work: Callable[[Chunk, Path], dict[str, Path]], chunk: Chunk, directory: str, *, code: str,
+def run_on_worker(work: Callable, chunk: Chunk, directory: str | dict[str, str], *, code: str,
                   modules: tuple[str, ...], cwd: str, initializer: Callable | None = None,
                   initargs: tuple = ()) -> dict[str, Path]:
     """One chunk on a Dask worker: refuses (:class:`OtherCode`) unless the worker's code digest of ``modules``
@@ -250,7 +250,7 @@ def run_on_worker(work: Callable[[Chunk, Path], dict[str, Path]], chunk: Chunk, 
             if key not in _READY:
                 initializer(*initargs)
                 _READY.add(key)
-    return work(chunk, Path(directory))
+    return work(chunk, {n: Path(d) for n, d in directory.items()} if isinstance(directory, dict) else Path(directory))
 
 
 def _modules(fn: Callable) -> tuple[str, ...]:
@@ -285,31 +285,48 @@ def _executor(workers: int, scheduler: str | None, mp_context: str, initializer:
             mods = _modules(work)
             if mods not in digests:
                 digests[mods] = code_digest(*mods)
-            return ex.submit(run_on_worker, work, c, str(Path(d).resolve()), code=digests[mods], modules=mods,
-                             cwd=cwd, initializer=initializer, initargs=initargs)
+            d = {n: str(Path(p).resolve()) for n, p in d.items()} if isinstance(d, dict) else str(Path(d).resolve())
+            return ex.submit(run_on_worker, work, c, d, code=digests[mods], modules=mods, cwd=cwd,
+                             initializer=initializer, initargs=initargs)
 
         yield ex, 2 * threads, submit
     finally:
         client.close()
 
 
-def run_chunks(store: ChunkStore, plan: list[Chunk], work: Callable[[Chunk, Path], dict[str, Path]],
+def run_chunks(store: ChunkStore | dict[str, ChunkStore], plan: list[Chunk], work: Callable,
                workers: int, *, desc: str, initializer: Callable | None = None, initargs: tuple = (),
                mp_context: str = "fork", unit: str = "videos", progress: bool = True, scheduler: str | None = None,
-               resources: dict[str, float] | None = None) -> RunSummary:
+               resources: dict[str, float] | None = None) -> RunSummary | dict[str, RunSummary]:
     """Run ``work`` on every chunk of ``plan`` that ``store`` has no record of, in ``workers`` processes (0: in
     this one), or on the Dask cluster at ``scheduler`` (default: ``$DFDC_SCHEDULER``; tasks ask for
     ``resources``, e.g. ``{"GPU": 1}``); each chunk is committed here as soon as it is finished. ``work`` returns
-    the temporary files it wrote (suffix -> path from :func:`chunk_tmp` in the directory it is given)."""
+    the temporary files it wrote (suffix -> path from :func:`chunk_tmp` in the directory it is given).
+
+    With several stores (name -> store, one plan), ``work`` gets {name: directory} of the stores that lack
+    the chunk, returns {name: files} for those, and each store gets its own summary.
+    """
     scheduler = scheduler if scheduler is not None else os.environ.get(SCHEDULER_ENV) or None
-    store.prune(plan)
-    pending = [c for c in plan if not store.done(c)]
+    multi = isinstance(store, dict)
+    stores: dict[str, ChunkStore] = store if multi else {"": store}
+    for s in stores.values():
+        s.prune(plan)
+    lacking = {c.name: [n for n, s in stores.items() if not s.done(c)] for c in plan}
+    pending = [c for c in plan if lacking[c.name]]
+
+    def where(c: Chunk) -> Any:
+        return {n: stores[n].dir for n in lacking[c.name]} if multi else stores[""].dir
+
+    def commit(c: Chunk, files: Any) -> None:
+        for n, f in (files.items() if multi else [("", files)]):
+            stores[n].commit(c, f)
+
     bar = tqdm(total=sum(len(c.keys) for c in pending), desc=desc, unit=unit.rstrip("s"), disable=not progress)
     if workers <= 0 and not scheduler:
         if initializer is not None:
             initializer(*initargs)
         for c in pending:
-            store.commit(c, work(c, store.dir))
+            commit(c, work(c, where(c)))
             bar.update(len(c.keys))
     elif pending:
         with _executor(workers, scheduler, mp_context, initializer, initargs, resources) as (_, depth, submit):
@@ -320,17 +337,23 @@ def run_chunks(store: ChunkStore, plan: list[Chunk], work: Callable[[Chunk, Path
                     c = next(todo, None)
                     if c is None:
                         break
-                    running[submit(work, c, store.dir)] = c
+                    running[submit(work, c, where(c))] = c
                 if not running:
                     break
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for f in finished:
                     c = running.pop(f)
-                    store.commit(c, f.result())
+                    commit(c, f.result())
                     bar.update(len(c.keys))
-    for f in store.dir.iterdir():  # what attempts that died or were duplicated left behind
-        if f.name.startswith(TMP) and f.is_file():
-            f.unlink()
+    for s in stores.values():  # what attempts that died or were duplicated left behind
+        for f in s.dir.iterdir():
+            if f.name.startswith(TMP) and f.is_file():
+                f.unlink()
     bar.close()
-    return RunSummary(kept=len(plan) - len(pending), processed=len(pending),
-                      units_processed=sum(len(c.keys) for c in pending), unit=unit, restarted=store.restarted)
+    summaries = {}
+    for n, s in stores.items():
+        done_now = [c for c in pending if n in lacking[c.name]]
+        summaries[n] = RunSummary(kept=len(plan) - len(done_now), processed=len(done_now),
+                                  units_processed=sum(len(c.keys) for c in done_now), unit=unit,
+                                  restarted=s.restarted)
+    return summaries if multi else summaries[""]

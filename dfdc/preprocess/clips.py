@@ -1,4 +1,4 @@
-"""`clips`: windows of consecutive face crops along every face track, real and fake alike, in shards.
+"""Face-track clips: windows of consecutive face crops along every face track, real and fake alike, in shards.
 
 For each track of a real video, ``per_track`` windows of ``window`` frames,
 ``stride`` video frames apart, are spread evenly over the frames the track was
@@ -6,9 +6,9 @@ detected on. Each window is cut at one fixed square box (the union of the
 track's boxes over the window, plus the detections just before and after it,
 with ``margin`` of its size on each side; the Medics) and resized to ``size``. A
 fake is cut at its original's windows and boxes, so the clips of one key are
-frame-aligned. Every video is decoded once, in order, selectively (only the
-frames the windows hold, and those they are predicted from), and each frame is
-cut into the windows that hold it as it goes by.
+frame-aligned. The `cut` stage (:mod:`dfdc.preprocess.cut`) decodes every video
+once, selectively, for its crops and its clips; each frame is cut into the
+windows that hold it as it goes by.
 """
 from __future__ import annotations
 
@@ -23,12 +23,10 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from dfdc.codehash import code_digest
 from dfdc.data.codec import encode_clip_mp4
-from dfdc.parallel import prefetch_map
-from dfdc.preprocess.chunks import Chunk, ChunkStore, RunSummary, chunk_tmp, plan_chunks, run_chunks
+from dfdc.preprocess.chunks import Chunk, chunk_tmp
+from dfdc.preprocess.frames import decode_video_frames
 from dfdc.store import ShardFile, encode_png, write_parquet
-from dfdc.preprocess.degrade import decode_video_frames
 from dfdc.video import VideoError
 
 log = logging.getLogger("dfdc.preprocess")
@@ -135,148 +133,147 @@ class _Job:
     height: int = 0
 
 
+class WindowCut:
+    """The windows of one video, cut from its frames as they are decoded (:func:`feed_frames`)."""
+
+    def __init__(self, windows: list[Window], window: int, stride: int, size: int) -> None:
+        self.windows, self.window = windows, window
+        self.need: dict[int, list[tuple[Window, int]]] = {}
+        for win in windows:
+            for t, i in enumerate(win.frames(window, stride)):
+                self.need.setdefault(i, []).append((win, t))
+        self.size = size
+        self.buffers = {win: np.zeros((window, size, size, 3), np.uint8) for win in windows}
+        self.filled = {win: 0 for win in windows}
+        self.wh = (0, 0)
+
+    def take(self, index: int, frame: np.ndarray) -> None:
+        """Cut frame ``index`` into every window that holds it."""
+        self.wh = (frame.shape[1], frame.shape[0])
+        for win, t in self.need.get(index, ()):
+            self.buffers[win][t] = cut_square(frame, win.box, self.size)
+            self.filled[win] += 1
+
+    def cut(self) -> dict[Window, np.ndarray]:
+        """{window: (T, size, size, 3)} of the windows whose frames all came (not those past the video's end)."""
+        return {win: self.buffers[win] for win in self.windows if self.filled[win] == self.window}
+
+
 def cut_clips(video: Any, windows: list[Window], window: int, stride: int,
               size: int) -> tuple[dict[Window, np.ndarray], tuple[int, int]]:
-    """Decode the frames of ``video`` (a path, or an index row: see
-    :func:`~dfdc.preprocess.degrade.decode_video_frames`) that the windows hold, once, and cut every window:
-    ({window: (T, size, size, 3)}, (width, height)).
+    """Decode the frames of ``video`` (a path, or an index row: see :func:`decode_video_frames`) that the
+    windows hold, once, and cut every window: ({window: (T, size, size, 3)}, (width, height)).
 
-    A window whose frames run past the end of the video is left out.
+    A window whose frames run past the end of the video is left out; a video that cannot be read raises
+    VideoError.
     """
-    need: dict[int, list[tuple[Window, int]]] = {}
-    for win in windows:
-        for t, i in enumerate(win.frames(window, stride)):
-            need.setdefault(i, []).append((win, t))
-    buffers = {win: np.zeros((window, size, size, 3), np.uint8) for win in windows}
-    filled = {win: 0 for win in windows}
-    wh = (0, 0)
     row = SimpleNamespace(path=video) if isinstance(video, (str, Path)) else video
-    for i, frame in decode_video_frames(row, need):
-        wh = (frame.shape[1], frame.shape[0])
-        for win, t in need.get(i, ()):
-            buffers[win][t] = cut_square(frame, win.box, size)
-            filled[win] += 1
-    return {win: buffers[win] for win in windows if filled[win] == window}, wh
+    cutter = WindowCut(windows, window, stride, size)
+    for i, frame in decode_video_frames(row, cutter.need):
+        cutter.take(i, frame)
+    return cutter.cut(), cutter.wh
 
 
-def _clip_one(job_and_params) -> tuple[_Job, list[tuple[dict, np.ndarray]], int, str]:
-    job, window, stride, size, codec, crf, fps = job_and_params
-    if not job.ok:
-        return job, [], 0, f"not ok in index: {job.error}"
-    if not job.windows:
-        reason = ("original has no faces" if job.source != job.video else "no face") if not job.short else \
-            f"every face track is shorter than one window ({(window - 1) * stride + 1} frames)"
-        return job, [], 0, reason
-    out = []
-    try:
-        cut, (w, h) = cut_clips(job, job.windows, window, stride, size)
-        for win in job.windows:
-            if win not in cut:
-                continue
-            frames = cut[win]
-            meta = {"key": clip_key(job.video, win.track, win.start), "video": job.video, "original": job.source,
-                    "label": job.label, "track": win.track, "frame": win.start, "frames": window, "stride": stride,
-                    "codec": codec, "x1": win.box[0], "y1": win.box[1], "x2": win.box[2], "y2": win.box[3],
-                    "edge": reaches_edge(win.box, w, h)}
-            data = encode_clip_mp4(frames, crf=crf, fps=fps) if codec == "mp4" else [encode_png(f) for f in frames]
-            out.append((meta, data))
-    except VideoError as e:  # an encode that fails loses the video's clips, never the stage
-        return job, [], 0, str(e)
-    except Exception as e:  # noqa: BLE001 - one bad video never stops the stage
-        return job, [], 0, f"{type(e).__name__}: {e}"
-    missing = len(job.windows) - len(out)
-    error = f"shorter than its original: {missing} of {len(job.windows)} windows run past its end" \
-        if missing and job.source != job.video else \
-        (f"{missing} of {len(job.windows)} windows run past the end of the video" if missing else "")
-    return job, out, missing, error
+class ClipCut:
+    """One video's clips at its original's windows, cut as its frames are decoded, then encoded."""
+
+    def __init__(self, job: _Job, window: int, stride: int, size: int, codec: str, crf: int, fps: float) -> None:
+        self.job, self.window, self.stride, self.codec, self.crf, self.fps = job, window, stride, codec, crf, fps
+        self.reason = ""
+        if not job.ok:
+            self.reason = f"not ok in index: {job.error}"
+        elif not job.windows:
+            self.reason = ("original has no faces" if job.source != job.video else "no face") if not job.short else \
+                f"every face track is shorter than one window ({(window - 1) * stride + 1} frames)"
+        self.cutter = WindowCut([] if self.reason else job.windows, window, stride, size)
+        self.need = self.cutter.need
+
+    def take(self, index: int, frame: np.ndarray) -> None:
+        self.cutter.take(index, frame)
+
+    def result(self, error: str = "") -> tuple[_Job, list[tuple[dict, Any]], int, str]:
+        """(job, [(clip row, MP4 bytes or PNG frames)], windows missing, why); ``error``: why the decode failed."""
+        job = self.job
+        if self.reason or error:
+            return job, [], 0, self.reason or error
+        out = []
+        try:
+            cut, (w, h) = self.cutter.cut(), self.cutter.wh
+            for win in job.windows:
+                if win not in cut:
+                    continue
+                meta = {"key": clip_key(job.video, win.track, win.start), "video": job.video,
+                        "original": job.source, "label": job.label, "track": win.track, "frame": win.start,
+                        "frames": self.window, "stride": self.stride, "codec": self.codec, "x1": win.box[0],
+                        "y1": win.box[1], "x2": win.box[2], "y2": win.box[3], "edge": reaches_edge(win.box, w, h)}
+                data = encode_clip_mp4(cut[win], crf=self.crf, fps=self.fps) if self.codec == "mp4" else \
+                    [encode_png(f) for f in cut[win]]
+                out.append((meta, data))
+        except VideoError as e:  # an encode that fails loses the video's clips, never the stage
+            return job, [], 0, str(e)
+        except Exception as e:  # noqa: BLE001 - one bad video never stops the stage
+            return job, [], 0, f"{type(e).__name__}: {e}"
+        missing = len(job.windows) - len(out)
+        why = f"shorter than its original: {missing} of {len(job.windows)} windows run past its end" \
+            if missing and job.source != job.video else \
+            (f"{missing} of {len(job.windows)} windows run past the end of the video" if missing else "")
+        return job, out, missing, why
 
 
-def _clip_chunk(chunk: Chunk, directory: Path) -> dict[str, Path]:
-    from dfdc.data.clips import frame_key
-
-    opts = chunk.rows[0]["opts"]
-    shard = f"{chunk.name}.npz"
-    files = {"npz": chunk_tmp(directory, chunk, "npz"), "clips.parquet": chunk_tmp(directory, chunk, "clips.parquet"),
-             "status.parquet": chunk_tmp(directory, chunk, "status.parquet")}
+def clip_jobs(unit: dict, opts: dict) -> list[tuple[_Job, float]]:
+    """The (job, fps) of every video of a unit (:func:`~dfdc.preprocess.crops.source_units`), at its original's
+    windows."""
+    wins, short = plan_windows(unit["boxes"], opts["window"], opts["stride"], opts["per_track"],
+                               opts["margin"]) if unit["boxes"] is not None else ([], 0)
     jobs = []
-    for unit in chunk.rows:
-        wins, short = plan_windows(unit["boxes"], opts["window"], opts["stride"], opts["per_track"],
-                                   opts["margin"]) if unit["boxes"] is not None else ([], 0)
-        fps = unit["fps"] or 30.0
-        for v in unit["videos"]:
-            error = v["error"] if isinstance(v["error"], str) else ""
-            degraded = v.get("degradation") if isinstance(v.get("degradation"), str) else ""
-            jobs.append((_Job(v["video"], v["path"], int(v["label"]), unit["source"], bool(v["ok"]), error, wins, short,
-                              degraded, int(v["width"]), int(v["height"])),
-                         opts["window"], opts["stride"], opts["size"], opts["codec"], opts["crf"], fps))
-    rows, status = [], []
-    with ShardFile(files["npz"]) as out:
-        for job, clips, missing, error in prefetch_map(_clip_one, jobs, 1):
-            for meta, data in clips:
-                if opts["codec"] == "mp4":
-                    out.add(meta["key"], np.frombuffer(data, np.uint8))
-                else:
-                    for t, png in enumerate(data):
-                        out.add(frame_key(meta["key"], t), png)
-                meta["shard"] = shard
-                rows.append(meta)
-            if error:
-                log.warning("clips: %s: %s", job.video, error)
-            status.append({"video": job.video, "clips": len(clips), "ok": bool(clips), "error": error,
-                           "short_tracks": job.short, "edge_clips": sum(m["edge"] for m, _ in clips),
-                           "missing_clips": missing})
-    write_parquet(pd.DataFrame(rows, columns=CLIP_COLUMNS), files["clips.parquet"])
-    write_parquet(pd.DataFrame(status, columns=STATUS_COLUMNS), files["status.parquet"])
-    return files
+    for v in unit["videos"]:
+        error = v["error"] if isinstance(v["error"], str) else ""
+        degraded = v.get("degradation") if isinstance(v.get("degradation"), str) else ""
+        jobs.append((_Job(v["video"], v["path"], int(v["label"]), unit["source"], bool(v["ok"]), error, wins, short,
+                          degraded, int(v["width"]), int(v["height"])), unit["fps"] or 30.0))
+    return jobs
 
 
-def clip_chunked(
-    index: pd.DataFrame,
-    faces: pd.DataFrame,
-    out_dir: str | Path,
-    *,
-    window: int = 8,
-    stride: int = 1,
-    per_track: int = 2,
-    size: int = 64,
-    margin: float = 0.3,
-    codec: str = "mp4",
-    crf: int = 18,
-    workers: int = 2,
-    chunk: int = 64,
-    progress: bool = True,
-    scheduler: str | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame, RunSummary]:
-    """Cut the clips of every REAL and FAKE video at its ORIGINAL's tracks into ``out_dir``, resumably: chunks
-    of ``chunk`` originals (with their fakes) per part, one shard ``<chunk>.npz`` and its tables each, in
-    ``workers`` processes, or on the Dask cluster at ``scheduler``. Returns (clips, status, summary).
+class ClipShard:
+    """A chunk's clips shard (``<chunk>.npz``) and tables, filled one video at a time."""
 
-    MP4 clips are one stored item each (the encoded bytes); PNG clips store frame
-    ``t`` of clip ``key`` under ``f"{key}#{t}"``, all in the chunk's shard.
-    """
-    from dfdc.preprocess.columns import FACE_COLUMNS
-    from dfdc.preprocess.crops import source_units, unit_inputs
+    def __init__(self, chunk: Chunk, directory: Path, codec: str) -> None:
+        self.chunk, self.codec = chunk, codec
+        self.files = {"npz": chunk_tmp(directory, chunk, "npz"),
+                      "clips.parquet": chunk_tmp(directory, chunk, "clips.parquet"),
+                      "status.parquet": chunk_tmp(directory, chunk, "status.parquet")}
+        self.out = ShardFile(self.files["npz"])
+        self.rows: list[dict] = []
+        self.status: list[dict] = []
 
-    if codec not in ("mp4", "png"):
-        raise ValueError(f"codec must be mp4 or png, got {codec!r}")
-    opts = {"window": window, "stride": stride, "per_track": per_track, "size": size, "margin": margin,
-            "codec": codec, "crf": crf}
-    units = source_units(index, faces)
-    for u in units:
-        u["opts"] = opts
-        fps = [float(v["fps"]) for v in u["videos"] if v["video"] == u["source"] and "fps" in v]
-        u["fps"] = next((f for f in fps if math.isfinite(f) and f > 0), None)
-    plan = plan_chunks(((u["part"], u["source"], u) for u in units), chunk,
-                       lambda us: [unit_inputs(us, FACE_COLUMNS), [u["fps"] for u in us]])
-    store = ChunkStore(out_dir, {"stage": "clips", "params": {**opts, "chunk": chunk},
-                                 "code": code_digest("dfdc.preprocess.clips")})
-    summary = run_chunks(store, plan, _clip_chunk, workers, desc="clips", unit="originals", progress=progress,
-                         scheduler=scheduler)
-    return store.table(plan, "clips.parquet", CLIP_COLUMNS), store.table(plan, "status.parquet", STATUS_COLUMNS), \
-        summary
+    def add(self, result: tuple[_Job, list[tuple[dict, Any]], int, str]) -> None:
+        """One video's :meth:`ClipCut.result`."""
+        from dfdc.data.clips import frame_key
+
+        job, clips, missing, error = result
+        for meta, data in clips:
+            if self.codec == "mp4":
+                self.out.add(meta["key"], np.frombuffer(data, np.uint8))
+            else:
+                for t, png in enumerate(data):
+                    self.out.add(frame_key(meta["key"], t), png)
+            meta["shard"] = f"{self.chunk.name}.npz"
+            self.rows.append(meta)
+        if error:
+            log.warning("clips: %s: %s", job.video, error)
+        self.status.append({"video": job.video, "clips": len(clips), "ok": bool(clips), "error": error,
+                            "short_tracks": job.short, "edge_clips": sum(m["edge"] for m, _ in clips),
+                            "missing_clips": missing})
+
+    def close(self) -> dict[str, Path]:
+        """Finish the files; returns them (suffix -> temporary path) for the chunk's record."""
+        self.out.close()
+        write_parquet(pd.DataFrame(self.rows, columns=CLIP_COLUMNS), self.files["clips.parquet"])
+        write_parquet(pd.DataFrame(self.status, columns=STATUS_COLUMNS), self.files["status.parquet"])
+        return self.files
 
 
-def clip_videos(index: pd.DataFrame, faces: pd.DataFrame, out_dir: str | Path, **kwargs: Any
-                ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """:func:`clip_chunked` without its summary: (clips, status)."""
-    return clip_chunked(index, faces, out_dir, **kwargs)[:2]
+def clip_fps(unit: dict) -> float | None:
+    """The frame rate of a unit's original (its clips' MP4s play at it), None when unknown."""
+    fps = [float(v["fps"]) for v in unit["videos"] if v["video"] == unit["source"] and "fps" in v]
+    return next((f for f in fps if math.isfinite(f) and f > 0), None)

@@ -1,25 +1,20 @@
-"""`crops`: face crops of every video, real and fake, at its original's boxes, in PNG shards, and the SSIM
-difference mask of each fake crop against its original's crop (the 1st place's diff masks), beside them."""
+"""Face crops of every video, real and fake, at its original's boxes, in PNG shards, and the SSIM difference
+mask of each fake crop against its original's crop (the 1st place's diff masks), beside them; the `cut` stage
+(:mod:`dfdc.preprocess.cut`) makes them from the same decode as the clips."""
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from dfdc.codehash import code_digest
 from dfdc.faces.crops import crop_box, crop_key, cut
 from dfdc.masks import diff_mask
-from dfdc.parallel import prefetch_map
-from dfdc.preprocess.chunks import Chunk, ChunkStore, RunSummary, chunk_tmp, file_identity, plan_chunks, run_chunks
-from dfdc.preprocess.columns import CROP_COLUMNS, FACE_COLUMNS, LANDMARK_COLUMNS, MASK_COLUMNS
+from dfdc.preprocess.chunks import Chunk, chunk_tmp, file_identity
+from dfdc.preprocess.columns import CROP_COLUMNS, LANDMARK_COLUMNS, MASK_COLUMNS
 from dfdc.store import ShardFile, ShardReader, decode_png, encode_png, write_parquet
-from dfdc.preprocess.degrade import read_video_frames
-from dfdc.video import VideoError
 
 log = logging.getLogger("dfdc.preprocess")
 
@@ -27,36 +22,45 @@ STATUS_COLUMNS = ["video", "crops", "ok", "error"]
 MASKS = "masks.npz"  # <chunk>.masks.npz: the chunk's fake crops' diff masks, under their crops' keys
 
 
-def _crop_one(job) -> tuple[str, list[tuple[dict, np.ndarray]], str]:
-    """(video, [(crop row, RGB crop)], error) of one video at its original's boxes."""
-    row, source, boxes, margin = job
-    if not row.ok:
-        return row.video, [], f"not ok in index: {row.error}"
-    if boxes is None:
-        return row.video, [], "original has no faces" if source != row.video else "no face"
-    wanted = sorted(boxes["frame"].unique())
-    try:
-        frames, _ = read_video_frames(row, wanted)
-    except VideoError as e:
-        return row.video, [], str(e)
-    except Exception as e:  # noqa: BLE001 - one bad video never stops the stage
-        return row.video, [], f"{type(e).__name__}: {e}"
-    out = []
-    for f in boxes.itertuples():
-        frame = frames.get(f.frame)
-        if frame is None:
-            continue
+class CropCut:
+    """One video's crops at its original's boxes, cut from its frames as they are decoded (:func:`feed_frames`)."""
+
+    def __init__(self, row: Any, source: str, boxes: pd.DataFrame | None, margin: float) -> None:
+        self.row, self.source, self.margin = row, source, margin
+        self.reason = ""
+        if not row.ok:
+            self.reason = f"not ok in index: {row.error}"
+        elif boxes is None:
+            self.reason = "original has no faces" if source != row.video else "no face"
+        self.boxes = [] if self.reason else list(boxes.itertuples())
+        self.need = {int(f.frame) for f in self.boxes}
+        self._seen: set[int] = set()
+        self._cut: dict[int, tuple[dict, np.ndarray]] = {}
+
+    def take(self, index: int, frame: np.ndarray) -> None:
+        """Cut the crops of frame ``index``."""
+        self._seen.add(index)
         h, w = frame.shape[:2]
-        box = crop_box(np.array([f.x1, f.y1, f.x2, f.y2]), w, h, margin)
-        lm = np.array([getattr(f, c) for c in LANDMARK_COLUMNS]).reshape(5, 2) - box[:2]
-        meta = {"key": crop_key(row.video, f.frame, f.track), "video": row.video, "original": source,
-                "frame": int(f.frame), "track": int(f.track), "label": int(row.label),
-                "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3], "score": float(f.score),
-                **dict(zip(LANDMARK_COLUMNS, lm.reshape(-1).tolist()))}
-        out.append((meta, cut(frame, box)))
-    missing = len(wanted) - sum(1 for i in wanted if i in frames)
-    error = f"shorter than its original: {missing} of {len(wanted)} sampled frames missing" if missing else ""
-    return row.video, out, error
+        for pos, f in enumerate(self.boxes):
+            if f.frame != index:
+                continue
+            box = crop_box(np.array([f.x1, f.y1, f.x2, f.y2]), w, h, self.margin)
+            lm = np.array([getattr(f, c) for c in LANDMARK_COLUMNS]).reshape(5, 2) - box[:2]
+            video = self.row.video
+            meta = {"key": crop_key(video, f.frame, f.track), "video": video, "original": self.source,
+                    "frame": int(f.frame), "track": int(f.track), "label": int(self.row.label),
+                    "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3], "score": float(f.score),
+                    **dict(zip(LANDMARK_COLUMNS, lm.reshape(-1).tolist()))}
+            self._cut[pos] = (meta, cut(frame, box))
+
+    def result(self, error: str = "") -> tuple[str, list[tuple[dict, np.ndarray]], str]:
+        """(video, [(crop row, RGB crop)] in box order, why some or all are missing); ``error``: why the
+        decode failed."""
+        if self.reason or error:
+            return self.row.video, [], self.reason or error
+        missing = len(self.need - self._seen)
+        why = f"shorter than its original: {missing} of {len(self.need)} sampled frames missing" if missing else ""
+        return self.row.video, [self._cut[p] for p in sorted(self._cut)], why
 
 
 def mask_or_reason(original: np.ndarray | None, fake: np.ndarray) -> tuple[np.ndarray | None, str]:
@@ -71,40 +75,53 @@ def mask_or_reason(original: np.ndarray | None, fake: np.ndarray) -> tuple[np.nd
         return None, str(e)
 
 
-def _crop_chunk(chunk: Chunk, directory: Path) -> dict[str, Path]:
-    margin = chunk.rows[0]["margin"] if chunk.rows else 0.3
-    masks = bool(chunk.rows[0]["masks"]) if chunk.rows else True
-    shard = f"{chunk.name}.npz"
-    files = {"npz": chunk_tmp(directory, chunk, "npz"), "crops.parquet": chunk_tmp(directory, chunk, "crops.parquet"),
-             "status.parquet": chunk_tmp(directory, chunk, "status.parquet")}
-    if masks:
-        files[MASKS] = chunk_tmp(directory, chunk, MASKS)
-    rows, status = [], []
-    originals: dict[str, np.ndarray] = {}  # the crops of the unit's real video (it comes before its fakes)
-    jobs = [(SimpleNamespace(**v), unit["source"], unit["boxes"], margin)
-            for unit in chunk.rows for v in unit["videos"]]
-    with ShardFile(files["npz"]) as out, (ShardFile(files[MASKS]) if masks else nullcontext()) as mask_out:
-        for (row, source, _, _), (video, crops, error) in zip(jobs, prefetch_map(_crop_one, jobs, 1)):
-            if row.video == source:
-                originals = {meta["key"]: crop for meta, crop in crops}
-            for meta, crop in crops:
-                out.add(meta["key"], encode_png(crop))
-                meta["shard"] = shard
-                if masks:
-                    mask, why = (None, "") if row.video == source else \
-                        mask_or_reason(originals.get(crop_key(source, meta["frame"], meta["track"])), crop)
-                    if mask is not None:
-                        mask_out.add(meta["key"], encode_png(mask))
-                    meta |= {"mask": f"{chunk.name}.{MASKS}" if mask is not None else "",
-                             "mask_mean": float(mask.mean() / 255) if mask is not None else float("nan"),
-                             "mask_error": why}
-                rows.append(meta)
-            if error:
-                log.warning("crops: %s: %s", video, error)
-            status.append({"video": video, "crops": len(crops), "ok": bool(crops), "error": error})
-    write_parquet(pd.DataFrame(rows, columns=CROP_COLUMNS + (MASK_COLUMNS if masks else [])), files["crops.parquet"])
-    write_parquet(pd.DataFrame(status, columns=STATUS_COLUMNS), files["status.parquet"])
-    return files
+class CropShard:
+    """A chunk's crops shard (``<chunk>.npz``), its diff masks (``<chunk>.masks.npz``) and tables, filled one
+    video at a time in unit order (a real before its fakes)."""
+
+    def __init__(self, chunk: Chunk, directory: Path, masks: bool) -> None:
+        self.chunk, self.masks = chunk, masks
+        self.files = {"npz": chunk_tmp(directory, chunk, "npz"),
+                      "crops.parquet": chunk_tmp(directory, chunk, "crops.parquet"),
+                      "status.parquet": chunk_tmp(directory, chunk, "status.parquet")}
+        if masks:
+            self.files[MASKS] = chunk_tmp(directory, chunk, MASKS)
+        self.rows: list[dict] = []
+        self.status: list[dict] = []
+        self.originals: dict[str, np.ndarray] = {}  # the crops of the unit's real video (it comes before its fakes)
+        self.out = ShardFile(self.files["npz"])
+        self.mask_out = ShardFile(self.files[MASKS]) if masks else None
+
+    def add(self, source: str, result: tuple[str, list[tuple[dict, np.ndarray]], str]) -> None:
+        """One video's :meth:`CropCut.result`."""
+        video, crops, error = result
+        if video == source:
+            self.originals = {meta["key"]: crop for meta, crop in crops}
+        for meta, crop in crops:
+            self.out.add(meta["key"], encode_png(crop))
+            meta["shard"] = f"{self.chunk.name}.npz"
+            if self.masks:
+                mask, why = (None, "") if video == source else \
+                    mask_or_reason(self.originals.get(crop_key(source, meta["frame"], meta["track"])), crop)
+                if mask is not None:
+                    self.mask_out.add(meta["key"], encode_png(mask))
+                meta |= {"mask": f"{self.chunk.name}.{MASKS}" if mask is not None else "",
+                         "mask_mean": float(mask.mean() / 255) if mask is not None else float("nan"),
+                         "mask_error": why}
+            self.rows.append(meta)
+        if error:
+            log.warning("crops: %s: %s", video, error)
+        self.status.append({"video": video, "crops": len(crops), "ok": bool(crops), "error": error})
+
+    def close(self) -> dict[str, Path]:
+        """Finish the files; returns them (suffix -> temporary path) for the chunk's record."""
+        self.out.close()
+        if self.mask_out is not None:
+            self.mask_out.close()
+        write_parquet(pd.DataFrame(self.rows, columns=CROP_COLUMNS + (MASK_COLUMNS if self.masks else [])),
+                      self.files["crops.parquet"])
+        write_parquet(pd.DataFrame(self.status, columns=STATUS_COLUMNS), self.files["status.parquet"])
+        return self.files
 
 
 def source_units(index: pd.DataFrame, faces: pd.DataFrame) -> list[dict]:
@@ -127,41 +144,6 @@ def unit_inputs(units: list[dict], face_columns: list[str]) -> list:
     return [[u["source"], [[v["video"], *file_identity(v["path"]), v["label"], v["ok"], v.get("degradation")]
                            for v in u["videos"]],
              None if u["boxes"] is None else u["boxes"][face_columns].to_numpy().tolist()] for u in units]
-
-
-def crop_chunked(
-    index: pd.DataFrame,
-    faces: pd.DataFrame,
-    out_dir: str | Path,
-    margin: float = 0.3,
-    workers: int = 2,
-    chunk: int = 64,
-    masks: bool = True,
-    progress: bool = True,
-    scheduler: str | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame, RunSummary]:
-    """Cut crops for every REAL and FAKE video at its ORIGINAL's boxes into ``out_dir``, resumably: chunks of
-    ``chunk`` originals (with their fakes) per part, one PNG shard ``<chunk>.npz`` and its tables each, in
-    ``workers`` processes. ``masks``: also each fake crop's SSIM diff mask against its original's crop
-    (``<chunk>.masks.npz``; columns :data:`MASK_COLUMNS`). ``scheduler``: a Dask scheduler to run the chunks on
-(:func:`~dfdc.preprocess.chunks.run_chunks`). Returns (crops, status, summary)."""
-    units = source_units(index, faces)
-    for u in units:
-        u |= {"margin": margin, "masks": masks}
-    plan = plan_chunks(((u["part"], u["source"], u) for u in units), chunk,
-                       lambda us: unit_inputs(us, FACE_COLUMNS))
-    store = ChunkStore(out_dir, {"stage": "crops", "params": {"margin": margin, "chunk": chunk, "masks": masks},
-                                 "code": code_digest("dfdc.preprocess.crops")})
-    summary = run_chunks(store, plan, _crop_chunk, workers, desc="crops", unit="originals", progress=progress,
-                         scheduler=scheduler)
-    columns = CROP_COLUMNS + (MASK_COLUMNS if masks else [])
-    return store.table(plan, "crops.parquet", columns), store.table(plan, "status.parquet", STATUS_COLUMNS), summary
-
-
-def crop_videos(index: pd.DataFrame, faces: pd.DataFrame, out_dir: str | Path, **kwargs: Any
-                ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """:func:`crop_chunked` without its summary: (crops, status)."""
-    return crop_chunked(index, faces, out_dir, **kwargs)[:2]
 
 
 def read_crop(crops_dir: str | Path, shard: str, key: str) -> np.ndarray:

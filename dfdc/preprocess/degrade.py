@@ -6,24 +6,24 @@ their crops still come from the original's boxes, moved as the degradation
 moves them (scaled for a downscale, frame f -> f / 2 at half the frame rate).
 
 All three are frame-level, so no degraded video is written: a degraded video is
-its source file plus its ``degradation``, and :func:`decode_video_frames` applies
-it to exactly the frames `crops` and `clips` read (frame f at half the frame
-rate is source frame 2f). The `degrade` stage itself reads no video.
+its source file plus its ``degradation``, and
+:func:`dfdc.preprocess.frames.decode_video_frames` applies it to exactly the
+frames `cut` reads (frame f at half the frame rate is source frame 2f). The
+`degrade` stage itself reads no video.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import cv2
 import numpy as np
 import pandas as pd
 
 from dfdc.preprocess.columns import LANDMARK_COLUMNS
-from dfdc.video import VideoError, decode_frames
+from dfdc.video import VideoError
 
 log = logging.getLogger("dfdc.preprocess")
 
@@ -102,34 +102,6 @@ def parse_degradation(text: str) -> Degradation:
     return Degradation(text)
 
 
-def decode_video_frames(row: Any, indices: Iterable[int] | None = None,
-                        stats: dict[str, int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
-    """:func:`dfdc.video.decode_frames` of an index row (``path``, and for a degraded video ``degradation``,
-    ``width`` and ``height``): the wanted frames of the video the row describes, the degraded ones made from
-    their source frames as they go by."""
-    text = getattr(row, "degradation", None)
-    if not isinstance(text, str) or not text or text == "none":
-        yield from decode_frames(row.path, indices, stats)
-        return
-    d = parse_degradation(text)
-    size = (int(row.width), int(row.height))
-    step = 2 if d.kind == "half_fps" else 1
-    wanted = None if indices is None else sorted({int(i) * step for i in indices})
-    inner: dict[str, int] = {}
-    for i, frame in decode_frames(row.path, wanted, inner):
-        if i % step == 0:
-            yield i // step, degrade_frame(frame, d, size)
-    if stats is not None:
-        stats.update(frames=(inner.get("frames", 0) + step - 1) // step, decoded=inner.get("decoded", 0))
-
-
-def read_video_frames(row: Any, indices: Sequence[int] | None = None) -> tuple[dict[int, np.ndarray], int]:
-    """:func:`decode_video_frames` collected: ({index: RGB frame}, frames the video holds)."""
-    stats: dict[str, int] = {}
-    frames = dict(decode_video_frames(row, indices, stats))
-    return frames, stats.get("frames", 0)
-
-
 def degrade_faces(faces: pd.DataFrame, index: pd.DataFrame, assigned: Mapping[str, Degradation],
                   sizes: Mapping[str, tuple[int, int]]) -> pd.DataFrame:
     """The originals' face rows moved into their degraded videos (boxes and landmarks scaled, frames halved).
@@ -168,7 +140,7 @@ def degrade_holdout(index: pd.DataFrame, videos: Sequence[str], *, shares: Mappi
     Each row keeps every column of ``index`` (``path`` still names the source
     file) with the frames, fps, width and height of the degraded video, plus
     ``degradation`` (:meth:`Degradation.describe`), which
-    :func:`decode_video_frames` applies to the frames it is asked for.
+    :func:`dfdc.preprocess.frames.decode_video_frames` applies to the frames it is asked for.
     """
     rows = index[index["video"].isin(set(videos))].reset_index(drop=True)
     originals = [o if isinstance(o, str) and o else v for v, o in zip(rows["video"], rows["original"])]

@@ -8,7 +8,7 @@ from dfdc.cli import main
 from dfdc.config.clips import ClipsParams
 from dfdc.config.predict import PredictParams
 from dfdc.config.train import AugmentParams, ModelParams
-from dfdc.preprocess.clips import clip_videos
+from dfdc.preprocess.cut import clip_videos
 from dfdc.video import read_frames, write_video
 
 CLIPS = ClipsParams(window=4, stride=2, per_track=2, size=32, codec="mp4")

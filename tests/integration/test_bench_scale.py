@@ -3,7 +3,7 @@ import pytest
 
 from dfdc.bench_scale import dfdc_file_counts, run_scale
 
-PARAMS = {"detect": {"chunk": 256}, "crops": {"chunk": 64}, "clips": {"chunk": 64}}
+PARAMS = {"detect": {"chunk": 256}, "crops": {"chunk": 64}}
 
 
 def test_bench_scale_at_a_tiny_n(tmp_path):

@@ -28,8 +28,9 @@ data: {root: data/sample, deps: data/sample}
 index: {workers: 0}
 detect: {every: 5, min_track: 2, workers: 1}
 crops: {margin: 0.3, workers: 1}
-clips: {window: 4, stride: 1, per_track: 1, size: 32, workers: 1}
+clips: {window: 4, stride: 1, per_track: 1, size: 32}
 folds: {k: 2, holdout: 0, group: auto, seed: 0, leave_out: null}
+degrade: {seed: 0}
 train:
   device: cpu
   models:
@@ -40,10 +41,10 @@ train:
 predict: {strategy: thresholds, thresholds: {levels: 1, splits: 2}, tta: false, device: cpu}
 evaluate: {models: [], method: equal, weights: {}, splits: 2, calibrate: false, bootstrap: 50, external: {}}
 """
-PREP = ["sample", "index", "detect", "crops", "clips", "folds"]
+PREP = ["sample", "index", "detect", "cut", "folds"]
 CROP_MODELS = ["train@a", "predict@a"]
 CLIP_MODELS = ["train_stacked@l", "predict_stacked@l"]
-MODELS = ["degrade", "crops_degraded", "clips_degraded", *CROP_MODELS, *CLIP_MODELS, "evaluate"]
+MODELS = ["degrade", "cut_degraded", *CROP_MODELS, *CLIP_MODELS, "evaluate"]
 ALL = PREP + MODELS
 CHUNKED = ["data/detect", "data/crops", "data/clips"]
 
@@ -59,11 +60,16 @@ def plan(repo: "Repo") -> set[str]:
     return ran(repo.dvc("repro", "--dry", "--force-downstream"))
 
 
-def _outputs(repo: Path) -> dict[str, str]:
-    """sha256 of every file of the chunked stages' outputs and tables."""
-    files = [f for d in CHUNKED for f in sorted((repo / d).rglob("*")) if f.is_file()]
-    files += [repo / "data" / f"{n}.parquet" for n in ("faces", "crops", "clips")]
+def _outputs(repo: Path, dirs=CHUNKED, tables=("faces", "crops", "clips")) -> dict[str, str]:
+    """sha256 of every file of the chunked stages' outputs and tables (``dirs``, ``data/<tables>.parquet``)."""
+    files = [f for d in dirs for f in sorted((repo / d).rglob("*")) if f.is_file()]
+    files += [repo / "data" / f"{n}.parquet" for n in tables]
     return {f.relative_to(repo).as_posix(): file_sha256(f) for f in files}
+
+
+def _line(out: subprocess.CompletedProcess, stage: str) -> str:
+    """The summary line a stage printed (``<stage>: ...``)."""
+    return next(li for li in out.stdout.splitlines() if li.startswith(f"{stage}: "))
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -170,17 +176,36 @@ def test_a_new_part_is_processed_alone_and_gives_a_clean_runs_bytes(built, tmp_p
     _set(repo.path, sample__parts=3)
     grown = repo.dvc("repro", *PREP)
     assert ran(grown) == set(PREP)
-    for stage in ("detect", "crops", "clips"):
-        line = next(li for li in grown.stdout.splitlines() if li.startswith(f"{stage}: "))
+    for stage in ("detect", "crops", "clips"):  # cut prints a line for each of its outputs
+        line = _line(grown, stage)
         assert "; 1 chunks processed" in line and ", 2 kept" in line, line
     three = _outputs(repo.path)
     for out in CHUNKED:
         shutil.rmtree(repo.path / out)
-    assert ran(repo.dvc("repro", *PREP)) == {"detect", "crops", "clips"}
+    assert ran(repo.dvc("repro", *PREP)) == {"detect", "cut"}
     assert _outputs(repo.path) == three
     _set(repo.path, sample__parts=2)  # and the part removed again: its chunks go, nothing is redone
     shrunk = repo.dvc("repro", *PREP)
     assert shrunk.stdout.count("0 chunks processed") == 3 and _outputs(repo.path) == two
+
+
+def test_dvc_repro_with_a_dask_scheduler_gives_the_local_runs_bytes(built, tmp_path):
+    import logging
+
+    from distributed import LocalCluster
+
+    repo = clone(built[0], tmp_path / "r")
+    local = _outputs(repo.path)
+    for out in CHUNKED:
+        shutil.rmtree(repo.path / out)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=logging.ERROR) as cluster:
+        repo.env = {**repo.env, "DFDC_SCHEDULER": cluster.scheduler_address}
+        out = repo.dvc("repro", *PREP)
+        assert "run_on_worker" in cluster.scheduler.task_prefixes  # the chunks did run on the cluster
+    assert ran(out) == {"detect", "cut"}
+    assert _outputs(repo.path) == local
+    assert repo.stale() == set()  # the lock's hashes: the cluster's outputs are the local run's
 
 
 def test_a_crops_setting_reruns_the_crops_and_the_crop_models_only_and_their_stacked_models(built, tmp_path):
@@ -188,11 +213,14 @@ def test_a_crops_setting_reruns_the_crops_and_the_crop_models_only_and_their_sta
     before = pd.read_parquet(repo.path / "data/crops.parquet")
     _set(repo.path, crops__margin=0.2)
     # and the LSTM, whose frozen backbone is the frame model a's: through models/a, not through the crops
-    assert plan(repo) == {"crops", "crops_degraded", *CROP_MODELS, *CLIP_MODELS, "evaluate"}
+    assert plan(repo) == {"cut", "cut_degraded", *CROP_MODELS, *CLIP_MODELS, "evaluate"}
     lock = yaml.safe_load((repo.path / "dvc.lock").read_text())["stages"]
     lstm = {d["path"] for d in lock["train_stacked@l"]["deps"]}
     assert "models/a" in lstm and "data/clips" in lstm and "data/crops" not in lstm
-    assert ran(repo.dvc("repro", *PREP)) == {"crops"}
+    clips = _outputs(repo.path, ("data/clips",), ("clips", "clips_status"))
+    out = repo.dvc("repro", *PREP)
+    assert ran(out) == {"cut"} and "; 0 chunks processed" in _line(out, "clips")
+    assert _outputs(repo.path, ("data/clips",), ("clips", "clips_status")) == clips  # not a byte of the clips
     narrower = pd.read_parquet(repo.path / "data/crops.parquet")
     assert (narrower["x2"] - narrower["x1"]).mean() < (before["x2"] - before["x1"]).mean()
     assert (narrower.loc[narrower["label"] == 1, "mask"] != "").all()
@@ -202,9 +230,19 @@ def test_a_clips_setting_reruns_the_clips_and_the_clip_models_only(built, tmp_pa
     repo = clone(built[0], tmp_path / "r")
     before = pd.read_parquet(repo.path / "data/clips.parquet")
     _set(repo.path, clips__per_track=2)
-    assert plan(repo) == {"clips", "clips_degraded", *CLIP_MODELS, "evaluate"}
-    assert ran(repo.dvc("repro", *PREP)) == {"clips"}
+    # DVC's plan cannot know that the cut stage will leave the crops as they are ...
+    assert plan(repo) == {"cut", "cut_degraded", *CROP_MODELS, *CLIP_MODELS, "evaluate"}
+    crops = _outputs(repo.path, ("data/crops", "data/crops_degraded"), ("crops", "crops_status", "crops_degraded"))
+    out = repo.dvc("repro", "cut", "cut_degraded")
+    assert ran(out) == {"cut", "cut_degraded"}
+    crop_lines = [li for li in out.stdout.splitlines() if li.startswith("crops: ")]
+    assert len(crop_lines) == 2 and all("; 0 chunks processed" in li for li in crop_lines)  # kept, not decoded
     assert len(pd.read_parquet(repo.path / "data/clips.parquet")) > len(before)
+    # ... it leaves them byte for byte, so the frame models are up to date and only the clip models rerun
+    assert _outputs(repo.path, ("data/crops", "data/crops_degraded"),
+                    ("crops", "crops_status", "crops_degraded")) == crops
+    stale = ran(repo.dvc("repro", "--dry"))
+    assert "train_stacked@l" in stale and not stale & set(CROP_MODELS), stale
 
 
 def test_the_other_two_kinds_of_entry_get_their_stages_with_their_inputs(built, tmp_path):

@@ -8,7 +8,8 @@ from helpers import copy_real_and_fake
 
 from dfdc.data.clips import ClipDataset, read_clips
 from dfdc.datasets.index import build_index
-from dfdc.preprocess.clips import clip_videos, cut_square, square_box, window_box, window_starts
+from dfdc.preprocess.clips import cut_square, square_box, window_box, window_starts
+from dfdc.preprocess.cut import clip_videos
 from dfdc.preprocess.detect import detect_videos
 from dfdc.video import read_frames, write_video
 
@@ -170,13 +171,13 @@ def test_a_clip_that_cannot_be_encoded_loses_its_video_not_the_stage(tiny_prep, 
             raise CodecError("ffmpeg failed to encode")
         return real(frames, **kw)
 
-    def clip_one(job):
-        encode.video = job[0].video
-        return original(job)
+    def result(self, error=""):
+        encode.video = self.job.video
+        return original(self, error)
 
-    original, encode.video = stage._clip_one, None
+    original, encode.video = stage.ClipCut.result, None
     monkeypatch.setattr(stage, "encode_clip_mp4", encode)
-    monkeypatch.setattr(stage, "_clip_one", clip_one)
+    monkeypatch.setattr(stage.ClipCut, "result", result)
     clips, status = clip_videos(tiny_prep["index"], tiny_prep["faces"], tmp_path / "c", window=3, stride=2,
                                 per_track=1, size=32, workers=0, progress=False)
     row = status.set_index("video").loc[bad]

@@ -11,7 +11,8 @@ from dfdc.faces.crops import crop_box
 from dfdc.masks import diff_mask
 from dfdc.faces.crops import crop_key
 from dfdc.preprocess.columns import LANDMARK_COLUMNS
-from dfdc.preprocess.crops import crop_videos, mask_or_reason, read_crop
+from dfdc.preprocess.crops import mask_or_reason, read_crop
+from dfdc.preprocess.cut import crop_videos
 from dfdc.preprocess.detect import detect_videos
 from dfdc.video import read_frames, write_video
 

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from dfdc.preprocess.degrade import (Degradation, assign_degradations, degrade_faces, degrade_holdout,
-                                     parse_degradation, read_video_frames)
+                                     parse_degradation)
+from dfdc.preprocess.frames import read_video_frames
 from dfdc.video import read_frames
 
 SHARES = {"jpeg": 0.25, "downscale": 0.25, "half_fps": 0.25, "none": 0.25}
