@@ -261,6 +261,7 @@ def _non_negative_float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="dfdc", description="Deepfake-detection pipeline tools.")
+    ap.add_argument("-v", "--verbose", action="store_true", help="show FFmpeg's and OpenCV's own log lines")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("sample", help="build the sample dataset (DFDC layout) outside DVC")
@@ -349,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `dfdc` command."""
     args = build_parser().parse_args(argv)
+    from dfdc.video import library_logs
+
+    library_logs(args.verbose)
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError) as e:

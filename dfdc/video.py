@@ -35,6 +35,16 @@ class VideoInfo:
     height: int
 
 
+def library_logs(verbose: bool = False) -> None:
+    """FFmpeg's (through PyAV) and OpenCV's own log lines: warnings and worse with ``verbose``, else none (a
+    bad file's reason goes into its row, in words; the libraries' lines would only break the progress bars)."""
+    import av.logging
+
+    av.logging.set_level(av.logging.WARNING if verbose else None)
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_WARNING if verbose
+                                  else cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
 def ffmpeg_exe() -> str:
     """Path of an ffmpeg binary: imageio-ffmpeg's bundled one, else the system's."""
     try:

@@ -11,6 +11,7 @@ from dfdc.config.clips import ClipsParams
 from dfdc.config.crops import CropsParams
 from dfdc.preprocess.cut import cut_chunked
 from dfdc.store import read_meta, write_parquet
+from dfdc.video import library_logs
 
 
 def main() -> None:
@@ -24,7 +25,9 @@ def main() -> None:
     ap.add_argument("--no-masks", dest="masks", action="store_false", help="no SSIM diff masks of the fakes")
     ap.add_argument("--scheduler", default=None, help="a Dask scheduler's address (default: $DFDC_SCHEDULER): run "
                     "the chunks on that cluster (the repository and videos at the same paths on every worker)")
+    ap.add_argument("--verbose", action="store_true", help="show FFmpeg's and OpenCV's own log lines")
     args = ap.parse_args()
+    library_logs(args.verbose)
     p, c = CropsParams.load(args.params), ClipsParams.load(args.params)
     index, faces = pd.read_parquet(args.index), pd.read_parquet(args.faces)
     out = cut_chunked(index, faces, crops_dir=args.crops, clips_dir=args.clips, margin=p.margin, masks=args.masks,

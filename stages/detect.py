@@ -8,6 +8,7 @@ import pandas as pd
 from dfdc.config.detect import DetectParams
 from dfdc.preprocess.detect import detect_chunked
 from dfdc.store import read_meta, write_parquet
+from dfdc.video import library_logs
 
 
 def main() -> None:
@@ -19,7 +20,9 @@ def main() -> None:
     ap.add_argument("--work-dir", default="data/detect", help="finished chunks (kept: a rerun resumes)")
     ap.add_argument("--scheduler", default=None, help="a Dask scheduler's address (default: $DFDC_SCHEDULER): run "
                     "the chunks on that cluster (the repository and videos at the same paths on every worker)")
+    ap.add_argument("--verbose", action="store_true", help="show FFmpeg's and OpenCV's own log lines")
     args = ap.parse_args()
+    library_logs(args.verbose)
     p = DetectParams.load(args.params)
     faces, status, run = detect_chunked(pd.read_parquet(args.index), p, args.work_dir, scheduler=args.scheduler)
     write_parquet(faces, args.out, meta={"detect": p.provenance(), "data": read_meta(args.index).get("data")})

@@ -9,6 +9,7 @@ from dfdc import store
 from dfdc.config.data import DataParams
 from dfdc.config.index import IndexParams
 from dfdc.datasets.index import build_index, index_meta, summarize_index
+from dfdc.video import library_logs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,7 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", default="data/index.parquet")
+    ap.add_argument("--verbose", action="store_true", help="show FFmpeg's and OpenCV's own log lines")
     args = ap.parse_args(argv)
+    library_logs(args.verbose)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         data = DataParams.load(args.params)

@@ -309,3 +309,24 @@ def test_thresholds_and_temperature_come_from_the_ensemble_file(odd_inputs, tiny
     assert main(["predict", str(one), "-o", str(tmp_path / "t.csv"), "--models", str(models / "a" / "best.pt"),
                  "--strategy", "thresholds", "--device", "cpu"]) == 2
     assert "needs rules fitted on the holdout" in capsys.readouterr().err
+
+
+def test_library_log_lines_stay_out_of_the_terminal_unless_verbose(odd_inputs, tiny_checkpoint, tmp_path, capfd,
+                                                                   caplog):
+    from dfdc.video import library_logs
+
+    d = tmp_path / "in"
+    d.mkdir()
+    for name in ("cut.mp4", "notes.txt", "portrait.mp4"):
+        shutil.copy(odd_inputs / name, d / name)
+    args = ["predict", str(d), "-o", str(tmp_path / "s.csv"), "--models", str(tiny_checkpoint), "--device", "cpu"]
+    try:
+        assert main(args) == 0
+        quiet = capfd.readouterr().err
+        assert "partial file" not in quiet and "WARN" not in quiet and "moov" not in quiet, quiet
+        assert not [r for r in caplog.records if r.name.startswith("libav")]
+        assert main(["--verbose", *args]) == 0
+        # FFmpeg's own line about cut.mp4, through Python's logging (on the terminal when nothing else catches it)
+        assert any("partial file" in r.getMessage() for r in caplog.records if r.name.startswith("libav"))
+    finally:
+        library_logs(False)
