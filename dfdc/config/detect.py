@@ -8,7 +8,7 @@ from dfdc.config.base import Section, rng
 
 # The keys that decide which faces become training crops; a checkpoint records them
 # and `dfdc predict` detects with them. The rest only say how fast the stage runs.
-DETECTOR_KEYS = ("thresholds", "min_score", "min_face_size", "max_faces")
+DETECTOR_KEYS = ("thresholds", "min_score", "min_face_size", "min_face_input", "max_faces")
 TRACK_KEYS = ("min_iou", "max_gap")
 
 
@@ -22,6 +22,7 @@ class DetectParams(Section):
     thresholds: list[float] = field(default_factory=lambda: [0.85, 0.95, 0.95])
     min_score: float = rng(ge=0, le=1, default=0.9)
     min_face_size: int = rng(ge=1, default=40)
+    min_face_input: int = rng(ge=12, default=20)  # px at the detector's input: 60 full-res px at 1080p (x0.33)
     max_faces: int = rng(ge=1, default=4)
     min_track: int = rng(ge=1, default=3)
     max_gap: int = rng(ge=0, default=2)

@@ -79,3 +79,13 @@ def test_refine_drops_boxes_outside_the_image(detector):
         kept, inds, out = _refine(summed_area(images), boxes, torch.zeros(1, dtype=torch.int64),
                                   detector.mtcnn.rnet, 24, 80, 60)
     assert len(kept) == 0 and len(inds) == 0 and out is None
+
+
+def test_the_smallest_face_is_20_px_at_the_detectors_input_and_40_at_full_resolution():
+    det = FaceDetector(device="cpu")
+    assert det.smallest_face(320, 240) == (40, 40.0)  # x1: the full-resolution floor
+    assert det.smallest_face(640, 480) == (40, 40.0)
+    assert det.smallest_face(1280, 720) == (20, 40.0)  # x0.5
+    at_input, full = det.smallest_face(1920, 1080)  # x0.33: 20 px there are 60 here (the 1st place's setting)
+    assert at_input == 20 and full == pytest.approx(60.6, abs=0.1)
+    assert FaceDetector(device="cpu", min_face_input=12).smallest_face(1920, 1080) == (13, 40.0)

@@ -14,7 +14,7 @@ class M:
             {"detect": detect, "crops": crops, "clips": clips}
 
 
-DETECT = {"thresholds": [0.85, 0.95, 0.95], "min_score": 0.9, "min_face_size": 40, "max_faces": 4,
+DETECT = {"thresholds": [0.85, 0.95, 0.95], "min_score": 0.9, "min_face_size": 40, "min_face_input": 20, "max_faces": 4,
           "min_iou": 0.3, "max_gap": 2, "every": 10, "min_track": 3}
 
 
