@@ -49,11 +49,11 @@ _PEAK = ("import resource, subprocess, sys; c = subprocess.run(sys.argv[1:]).ret
          "print('peak_kib', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(c)")
 
 
-def _measured(cmd: list[str], cwd: Path) -> dict[str, float]:
+def _measured(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> dict[str, float]:
     """Wall seconds and peak resident MiB (the largest of the process and its workers) of ``cmd``."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-S", "-c", _PEAK, *cmd], cwd=cwd, env=_env(), capture_output=True,
-                          text=True)
+    proc = subprocess.run([sys.executable, "-S", "-c", _PEAK, *cmd], cwd=cwd, env={**_env(), **(env or {})},
+                          capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
@@ -128,9 +128,49 @@ def _generate(out: Path, videos: int, resolutions, seconds: tuple[float, float],
     return {"videos": summary.reals + summary.fakes, "reals": summary.reals, "fakes": summary.fakes, "parts": parts}
 
 
+def _hashes(repo: Path, outs: list[str]) -> dict[str, str]:
+    from dfdc.store import file_sha256
+
+    files = [f for o in outs for f in ([repo / o] if (repo / o).is_file() else sorted((repo / o).rglob("*")))
+             if f.is_file()]
+    return {f.relative_to(repo).as_posix(): file_sha256(f) for f in files}
+
+
+def _on_dask(repo: Path, workers: int) -> dict[str, Any]:
+    """The `cut` stage again on a local Dask cluster of ``workers`` one-thread worker processes, its chunk
+    folders emptied first: wall seconds (the cluster already up) and whether every output byte is the same."""
+    import logging
+
+    from distributed import LocalCluster
+
+    outs = [next(iter(o)) if isinstance(o, dict) else o
+            for o in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["cut"]["outs"]]
+    local = _hashes(repo, outs)
+    for d in ("data/crops", "data/clips"):
+        shutil.rmtree(repo / d)
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=logging.ERROR) as cluster:
+        m = _measured(_stage_cmds()["cut"], repo, env={"DFDC_SCHEDULER": cluster.scheduler_address})
+    return {"wall_s": m["wall_s"], "same_bytes": _hashes(repo, outs) == local}
+
+
+def _commit_linked(repo: Path) -> float:
+    """Seconds of `dvc commit` into a fresh cache that hardlinks the outputs instead of copying them."""
+    cache = repo.parent / "cache-hardlink"
+    _dvc(repo, "cache", "dir", "--local", str(cache))
+    _dvc(repo, "config", "--local", "cache.type", "hardlink")
+    try:
+        return _dvc(repo, "commit", "-f", *STAGES)[0]
+    finally:
+        _dvc(repo, "config", "--local", "--unset", "cache.type")
+        _dvc(repo, "config", "--local", "--unset", "cache.dir")
+        shutil.rmtree(cache, ignore_errors=True)
+
+
 def run_scale(n: int, work: Path, workers: int = 2, per_part: int = 100, seconds: tuple[float, float] = (1.0, 1.5),
-              resolutions=None, dvc: bool = True) -> dict[str, Any]:
-    """One row of the scale table: N generated videos through the preprocessing stages (and DVC)."""
+              resolutions=None, dvc: bool = True, dask: bool = False) -> dict[str, Any]:
+    """One row of the scale table: N generated videos through the preprocessing stages (and DVC; with
+    ``dask``, `cut` once more on a local Dask cluster)."""
     dataset = work / "videos"
     t0 = time.perf_counter()
     made = _generate(dataset, n, resolutions or SMALL, seconds, per_part, workers)
@@ -143,9 +183,13 @@ def run_scale(n: int, work: Path, workers: int = 2, per_part: int = 100, seconds
         stages[stage] = {"wall_s": m["wall_s"], "peak_mib": m["peak_mib"]}
     row: dict[str, Any] = {**made, "generate_s": generate_s, "stages": stages, "outputs": _outputs(repo),
                            "workers": workers, "decode": decode_cost(repo / "data" / "index.parquet")}
+    if dask:
+        row["dask"] = _on_dask(repo, workers)
     if dvc:
+        mb = sum(o["mib"] for o in row["outputs"].values()) * 2**20 / 1e6
         row["commit_s"], _ = _dvc(repo, "commit", "-f", *STAGES)
-        row["commit_mb_s"] = sum(o["mib"] for o in row["outputs"].values()) * 2**20 / 1e6 / row["commit_s"]
+        row["commit_mb_s"] = mb / row["commit_s"]
+        row["commit_hardlink_mb_s"] = mb / _commit_linked(repo)
         row["status_s"], status = _dvc(repo, "status", *STAGES)
         repro = [_dvc(repo, "repro", *STAGES) for _ in range(2)]
         row["noop_repro_s"] = min(t for t, _ in repro)
@@ -293,7 +337,7 @@ def bench_scale(ns: list[int], hd_reals: int = 2, workers: int = 2, work: str | 
         for n in ns:
             if progress:
                 print(f"bench scale: N = {n} ...", flush=True)
-            rows[n] = run_scale(n, base / f"n{n}", workers=workers)
+            rows[n] = run_scale(n, base / f"n{n}", workers=workers, dask=True)
         hd = None
         if hd_reals > 0:
             if progress:
@@ -317,7 +361,13 @@ def format_scale(result: dict[str, Any]) -> str:
     for s in STAGES:
         lines.append(f"| `{s}` wall s / peak MiB | " + " | ".join(
             f"{rows[n]['stages'][s]['wall_s']:.1f} / {rows[n]['stages'][s]['peak_mib']:.0f}" for n in ns) + " |")
-    for key, label in (("status_s", "`dvc status` s"), ("noop_repro_s", "no-op `dvc repro` s")):
+    if all("dask" in rows[n] for n in ns):
+        lines.append("| `cut` on 2 Dask workers: wall s, x local, same bytes | " + " | ".join(
+            f"{rows[n]['dask']['wall_s']:.1f}, {rows[n]['dask']['wall_s'] / rows[n]['stages']['cut']['wall_s']:.2f}x, "
+            f"{'yes' if rows[n]['dask']['same_bytes'] else 'NO'}" for n in ns) + " |")
+    for key, label in (("status_s", "`dvc status` s"), ("noop_repro_s", "no-op `dvc repro` s"),
+                       ("commit_mb_s", "`dvc commit` MB/s (copy)"),
+                       ("commit_hardlink_mb_s", "`dvc commit` MB/s (cache.type hardlink)")):
         if all(key in rows[n] for n in ns):
             lines.append(f"| {label} | " + " | ".join(f"{rows[n][key]:.2f}" for n in ns) + " |")
     outs = list(rows[ns[0]]["outputs"])
@@ -344,7 +394,9 @@ def format_scale(result: dict[str, Any]) -> str:
         text += "\n\n| output (1080p) | MB per video | GB at DFDC size |\n|---|---|---|\n" + "\n".join(
             f"| `{o}` | {b['per_video_mb']:.2f} | {b['dfdc_gb']:,.0f} |" for o, b in result["dfdc_bytes"].items())
     if hd and "commit_mb_s" in hd:
-        text += f"\n\n`dvc commit` of the 1080p outputs: {hd['commit_mb_s']:.0f} MB/s."
+        text += (f"\n\n`dvc commit` of the 1080p outputs: {hd['commit_mb_s']:.0f} MB/s copying into the cache, "
+                 f"{hd['commit_hardlink_mb_s']:.0f} MB/s with `cache.type hardlink`; then `dvc status` "
+                 f"{hd['status_s']:.2f} s.")
     text += "\n\nFiles at DFDC size (50 parts, these chunk sizes): " + ", ".join(
         f"`{k}` {v:,}" for k, v in result["dfdc_files"].items())
     return text
