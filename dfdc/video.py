@@ -261,9 +261,15 @@ def probe(path: str | Path, verify: bool = True) -> VideoInfo:
 _SKIPS_NONREF = frozenset({"h264"})
 
 
+# swscale's flags for the conversion to RGB: SWS_BICUBIC | SWS_ACCURATE_RND | SWS_BITEXACT. Without the last
+# two its SIMD code rounds otherwise than its C code, so the same video gave other RGB frames (and crops) on
+# another CPU; with them the frames are the same with FFmpeg's SIMD on or off (tests/test_video_io.py).
+SWS_EXACT = 0x4 | 0x40000 | 0x80000
+
+
 def _rgb(frame) -> np.ndarray:
     """The frame as RGB, shown as its display matrix says (turned by quarters, as OpenCV shows it)."""
-    rgb = frame.to_ndarray(format="rgb24")
+    rgb = frame.to_ndarray(format="rgb24", interpolation=SWS_EXACT)
     turn = frame.rotation
     if turn % 360 == 90:
         return cv2.rotate(rgb, cv2.ROTATE_90_COUNTERCLOCKWISE)

@@ -165,3 +165,34 @@ def test_a_quarter_turned_video_is_measured_and_shown_upright(tmp_path):
     assert (probe(src).width, probe(src).height) == (96, 160)
     assert (probe(turned).width, probe(turned).height) == (160, 96)
     assert read_frames(turned, [0])[0][0].shape == (96, 160, 3)
+
+
+_DECODE_HASH = """
+import ctypes, glob, hashlib, os, sys
+import av
+if sys.argv[1] == "no-simd":  # FFmpeg's C code everywhere, as on a CPU without any of the SIMD it can use
+    lib = glob.glob(os.path.join(os.path.dirname(av.__file__) + ".libs", "libavutil*"))[0]
+    ctypes.CDLL(lib).av_force_cpu_flags(0)
+from dfdc.video import read_frames
+h = hashlib.sha256()
+for path in sys.argv[2:]:
+    frames, _ = read_frames(path, range(0, 1000, 7))
+    for i in sorted(frames):
+        h.update(frames[i].tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_decoded_frames_are_the_same_with_ffmpegs_simd_on_or_off(tiny_sample, ffpp_root):
+    import glob
+    import os
+    import sys
+
+    import av
+
+    if not glob.glob(os.path.join(os.path.dirname(av.__file__) + ".libs", "libavutil*")):
+        pytest.skip("this PyAV build does not bundle its own libavutil")
+    videos = [str(p) for p in sorted(tiny_sample.glob("*/*.mp4"))[:3]] + [str(next(ffpp_root.rglob("*.mp4")))]
+    hashes = {mode: subprocess.run([sys.executable, "-c", _DECODE_HASH, mode, *videos], capture_output=True,
+                                   text=True, check=True).stdout.strip() for mode in ("simd", "no-simd")}
+    assert len(hashes["simd"]) == 64 and hashes["simd"] == hashes["no-simd"]
