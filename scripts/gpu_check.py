@@ -3,7 +3,7 @@
     python scripts/gpu_check.py --sample data/sample --out gpu.json
 
 Measures, on the first GPU and next to the CPU where that is cheap:
-1. decoding the sampled frames of each real video: OpenCV (CPU) against torchcodec on CUDA when it is installed;
+1. decoding the sampled frames of each real video: dfdc.video (PyAV on the CPU, one thread) against torchcodec on CUDA when it is installed;
 2. MTCNN detection (`detect_rows`) on CUDA against the CPU: seconds per video, frames per second;
 3. AMP training of three 2D models (resnet18, regnetx_002, efficientnet_b0 at 224 px, batch 64, random init)
    for one epoch each on the slice's crops: images/s;
@@ -42,7 +42,7 @@ def decode_check(index, device: str) -> dict:
 
     reals = index[index["label"] == 0]
     _, cpu = _timed(lambda: [read_frames(r.path, sample_indices(int(r.frames), every=10)) for r in reals.itertuples()])
-    out = {"videos": len(reals), "opencv_s": cpu}
+    out = {"videos": len(reals), "cpu_s": cpu}
     if not device.startswith("cuda"):
         return out
     try:

@@ -199,7 +199,7 @@ class FaceDetector:
     The smallest face is ``min_face_size`` full-resolution pixels and never under
     ``min_face_input`` pixels at the detector's input (after the resolution rule's
     downscale; MTCNN's own default, 20, which the 1st place ran at their scale): 40 px
-    up to 1000 px frames, 60 px at 1080p. It bounds MTCNN's image pyramid, the main
+    up to 1900 px wide frames, 60 px at 1080p. It bounds MTCNN's image pyramid, the main
     cost on a CPU (at 1080p 60 px instead of 40 took detection from 3.17 to 1.79 CPU s
     per video, losing no face; docs/scale.md).
     """

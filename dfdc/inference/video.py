@@ -167,8 +167,8 @@ def classify_clips(path: Path, faces: list[dict], models: list[ScoringModel], ma
 
     Along each face track (``faces``: frame, track, face box) ``windows`` windows of the
     model's ``clip_len`` frames, ``frame_stride`` apart, are placed evenly, each cut at one
-    square box as the `clips` stage cuts it (:mod:`dfdc.preprocess.clips`), from a second,
-    sequential decode of the video. A model whose windows fit no track gets a reason instead.
+    square box as the `cut` stage cuts it (:mod:`dfdc.preprocess.clips`), from a second, selective
+    decode of the video. A model whose windows fit no track gets a reason instead.
     """
     from dfdc.inference.settings import clip_size
     from dfdc.preprocess.clips import cut_clips, plan_windows
