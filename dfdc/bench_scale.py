@@ -242,7 +242,7 @@ def unit_costs(repo: Path) -> dict[str, dict[str, float]]:
     from dfdc.config.detect import DetectParams
     from dfdc.datasets.index import build_index
     from dfdc.faces.detector import FaceDetector
-    from dfdc.preprocess.cut import cut_chunked
+    from dfdc.preprocess.cut import clip_settings, cut_chunked
     from dfdc.preprocess.degrade import degrade_faces, degrade_holdout
     from dfdc.preprocess.detect import detect_rows
 
@@ -271,7 +271,7 @@ def unit_costs(repo: Path) -> dict[str, dict[str, float]]:
         def cut(idx, boxes, where, masks=True):
             return cut_chunked(idx, boxes, crops_dir=where / "crops", clips_dir=where / "clips",
                                margin=params["crops"]["margin"], masks=masks,
-                               clips=clips.provenance() | {"per_track": clips.per_track}, workers=0,
+                               clips=clip_settings(clips), workers=0,
                                chunk=params["crops"]["chunk"], progress=False)
 
         with tempfile.TemporaryDirectory() as tmp:

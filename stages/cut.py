@@ -9,7 +9,7 @@ import pandas as pd
 
 from dfdc.config.clips import ClipsParams
 from dfdc.config.crops import CropsParams
-from dfdc.preprocess.cut import cut_chunked
+from dfdc.preprocess.cut import clip_settings, cut_chunked
 from dfdc.store import read_meta, write_parquet
 from dfdc.video import library_logs
 
@@ -31,7 +31,7 @@ def main() -> None:
     p, c = CropsParams.load(args.params), ClipsParams.load(args.params)
     index, faces = pd.read_parquet(args.index), pd.read_parquet(args.faces)
     out = cut_chunked(index, faces, crops_dir=args.crops, clips_dir=args.clips, margin=p.margin, masks=args.masks,
-                      clips=c.provenance() | {"per_track": c.per_track}, workers=p.workers, chunk=p.chunk,
+                      clips=clip_settings(c), workers=p.workers, chunk=p.chunk,
                       scheduler=args.scheduler)
     # what cut them travels with them, into every checkpoint trained on them
     detect, data = read_meta(args.faces).get("detect"), read_meta(args.index).get("data")

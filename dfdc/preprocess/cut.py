@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from dfdc.codehash import code_digest
+from dfdc.config.clips import ClipsParams
 from dfdc.parallel import prefetch_map
 from dfdc.preprocess.chunks import Chunk, ChunkStore, RunSummary, plan_chunks, run_chunks
 from dfdc.preprocess.clips import CLIP_COLUMNS, STATUS_COLUMNS as CLIP_STATUS, ClipCut, ClipShard, clip_fps, clip_jobs
@@ -23,7 +24,12 @@ from dfdc.preprocess.columns import CROP_COLUMNS, FACE_COLUMNS, MASK_COLUMNS
 from dfdc.preprocess.crops import STATUS_COLUMNS as CROP_STATUS, CropCut, CropShard, source_units, unit_inputs
 from dfdc.preprocess.frames import feed_frames
 
-CLIP_DEFAULTS = {"window": 8, "stride": 1, "per_track": 2, "size": 64, "margin": 0.3, "codec": "mp4", "crf": 18}
+
+def clip_settings(p: ClipsParams | None = None) -> dict[str, Any]:
+    """The settings that shape the clips (window, stride, per_track, size, margin, codec, crf) of ``p``
+    (default: the `clips` section's defaults)."""
+    p = p or ClipsParams()
+    return p.provenance() | {"per_track": p.per_track}
 
 
 def _cut_video(job: tuple) -> tuple[Any, Any]:
@@ -39,8 +45,8 @@ def _cut_chunk(chunk: Chunk, dirs: dict[str, Path]) -> dict[str, dict[str, Path]
     crops = CropShard(chunk, dirs["crops"], opts["masks"]) if "crops" in dirs else None
     clips = ClipShard(chunk, dirs["clips"], opts["clips"]["codec"]) if "clips" in dirs else None
     jobs, sources = [], []
+    c = opts["clips"]
     for unit in chunk.rows:
-        c = opts["clips"]
         for v, (job, fps) in zip(unit["videos"], clip_jobs(unit, c)):
             row = SimpleNamespace(**v)
             jobs.append((CropCut(row, unit["source"], unit["boxes"], opts["margin"]) if crops else None,
@@ -75,7 +81,7 @@ def cut_chunked(
     shard and its tables each per output, in ``workers`` processes or on the Dask cluster at ``scheduler``.
     Either directory may be None (that output is not made). Returns {"crops" / "clips": (table, status,
     summary)}."""
-    c = {**CLIP_DEFAULTS, **(clips or {})}
+    c = {**clip_settings(), **(clips or {})}
     if c["codec"] not in ("mp4", "png"):
         raise ValueError(f"codec must be mp4 or png, got {c['codec']!r}")
     units = source_units(index, faces)
@@ -126,7 +132,7 @@ def clip_chunked(index: pd.DataFrame, faces: pd.DataFrame, out_dir: str | Path, 
     """:func:`cut_chunked` of the clips alone (``clips``: window, stride, per_track, size, margin, codec,
     crf): (clips, status, summary). MP4 clips are one stored item each (the encoded bytes); PNG clips store
     frame ``t`` of clip ``key`` under ``f"{key}#{t}"``, all in the chunk's shard."""
-    unknown = sorted(set(clips) - set(CLIP_DEFAULTS))
+    unknown = sorted(set(clips) - set(clip_settings()))
     if unknown:
         raise TypeError(f"clip_chunked: unknown setting {unknown[0]!r}")
     return cut_chunked(index, faces, clips_dir=out_dir, clips=clips, workers=workers, chunk=chunk,
