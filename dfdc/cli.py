@@ -159,22 +159,26 @@ def load_scoring(args: argparse.Namespace, first_only: bool = False):
     flags = {k: getattr(args, k, None) for k in ("thresholds", "min_score", "min_face_size", "max_faces", "min_iou",
                                                   "max_gap", "margin", "strategy", "tta", "frames", "detect_every",
                                                   "clip_windows")}
-    return load(models=args.models, ensemble_file=args.ensemble, models_dir=args.models_dir, device=args.device,
-                params=args.params, flags=flags, first_only=first_only)
+    return load(models=args.models, ensemble_file=args.ensemble, models_dir=args.models_dir, bundle=args.bundle,
+                device=args.device, params=args.params, flags=flags, first_only=first_only,
+                runtime=getattr(args, "runtime", "torch"))
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     import time
 
-    from dfdc.inference.video import list_inputs, predict_videos, write_report, write_submission
+    from dfdc.api import Detector
+    from dfdc.inference.video import list_inputs, write_report, write_submission
 
     inputs = list_inputs(args.videos_dir)
     t0 = time.perf_counter()
-    scoring = load_scoring(args)
+    detector = Detector(load_scoring(args))
+    scoring = detector.scoring
     for note in scoring.notes:
         print(note, file=sys.stderr)
     s = scoring.settings
-    results = predict_videos(inputs.files, scoring, workers=args.workers, thumbs=args.report is not None)
+    results = list(detector.score_many(inputs.files, workers=args.workers, explain=args.report is not None,
+                                       progress=True))
     write_submission(results, args.out)
     if args.report:
         for r in results:
@@ -211,7 +215,34 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from dfdc.inference.bundle import write_bundle
+
+    manifest = write_bundle(args.out, ensemble_file=args.ensemble, models=args.models, models_dir=args.models_dir,
+                            onnx=args.onnx)
+    members = manifest["members"]
+    onnx = ""
+    if args.onnx:
+        failed = [m["name"] for m in members if "error" in (m["onnx"] or {})]
+        onnx = f", ONNX graphs for {len(members) - len(failed)} of {len(members)}" + \
+            (f" (torch only: {', '.join(failed)})" if failed else "")
+    size = Path(args.out).stat().st_size / 2**20
+    trained = ", ".join(f"{k} {v}" for k, v in manifest["trained_on"].items()) or "not recorded"
+    print(f"export: {len(members)} model(s) ({', '.join(m['name'] for m in members)}; "
+          f"{manifest['ensemble']['method']} weights){onnx}, trained on {trained} -> {args.out} ({size:.1f} MiB)")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from dfdc.serve.app import serve
+
+    return serve(args.bundle, host=args.host, port=args.port, device=args.device, runtime=args.runtime,
+                 max_upload_mb=args.max_upload_mb, queue=args.queue)
+
+
 def _scoring_flags(p: argparse.ArgumentParser, strategy: bool = True) -> None:
+    p.add_argument("--bundle", metavar="FILE", help="a detector bundle written by `dfdc export` (instead of the "
+                                                    "models folder)")
     p.add_argument("--models", nargs="+", help="model names under --models-dir or checkpoint files, equal weights "
                                                "(default: the ensemble that `evaluate` scored)")
     p.add_argument("--models-dir", default="models")
@@ -291,7 +322,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--workers", type=int, default=2, help="videos scored at once, one thread each (default 2)")
     p.add_argument("--report", metavar="DIR", help="write a JSON and a PNG per video here")
+    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
+                   help="onnx: run the models as ONNX graphs through onnxruntime on the CPU (default torch; "
+                        "see `dfdc bench predict`)")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("export", help="write the evaluated ensemble as one bundle file to hand to others "
+                                      "(`dfdc predict --bundle`, `dfdc serve`, `Detector.load`)")
+    p.add_argument("-o", "--out", default="models/detector.dfdc", help="the bundle (default models/detector.dfdc)")
+    p.add_argument("--models", nargs="+", help="model names under --models-dir or checkpoint files, equal weights "
+                                               "(default: the ensemble that `evaluate` scored)")
+    p.add_argument("--models-dir", default="models")
+    p.add_argument("--ensemble", metavar="FILE", help="ensemble file written by `evaluate` "
+                                                      "(default MODELS_DIR/ensemble.json)")
+    p.add_argument("--onnx", action="store_true", help="also store each model's ONNX graph (`--runtime onnx`)")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("serve", help="score uploads over HTTP: a JSON API and a web page")
+    p.add_argument("bundle", help="a bundle written by `dfdc export`")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch")
+    p.add_argument("--max-upload-mb", type=_positive, default=200, help="largest upload accepted (default 200)")
+    p.add_argument("--queue", type=_positive, default=10,
+                   help="uploads held at once, scoring and waiting; more get 503 (default 10)")
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("evaluate", help="score a labelled set the models never saw (DFDC or FF++ layout, or a "
                                          "folder with --labels) and write its metrics and plots")

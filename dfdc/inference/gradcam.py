@@ -49,6 +49,8 @@ def grad_cam(model: ScoringModel, crops: Sequence[np.ndarray], device: torch.dev
     """
     if model.spec.input != "frame":
         raise ValueError(f"{model.name}: Grad-CAM covers frame models; this one eats {model.spec.input}s")
+    if not isinstance(model.model, torch.nn.Module):
+        raise ValueError(f"{model.name}: Grad-CAM needs the torch runtime (this model runs as an ONNX graph)")
     if not crops:
         return []
     device = torch.device(device)

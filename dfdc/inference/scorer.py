@@ -66,11 +66,17 @@ def fold_batch_norms(model: torch.nn.Module) -> torch.nn.Module:
 
 def from_checkpoint(path: str | Path, device: torch.device | str = "cpu", name: str | None = None,
                     weight: float = 1.0) -> ScoringModel:
-    """Load a trained checkpoint for scoring (batch norms folded on the CPU, channels-last weights)."""
+    """Load a trained checkpoint for scoring (:func:`scoring_model`)."""
     from dfdc.models.checkpoint import load
 
+    return scoring_model(load(path, device), device, name, weight)
+
+
+def scoring_model(ckpt: Any, device: torch.device | str = "cpu", name: str | None = None,
+                  weight: float = 1.0) -> ScoringModel:
+    """A :class:`dfdc.models.checkpoint.Checkpoint` (from a file or a bundle) ready to score: batch norms
+    folded on the CPU, channels-last weights."""
     device = torch.device(device)
-    ckpt = load(path, device)
     model = ckpt.build_model(device)
     if device.type == "cpu":
         model = fold_batch_norms(model)

@@ -36,12 +36,21 @@ from dfdc.video import VideoError, image_format, probe, read_frames, read_image,
 
 
 @dataclass
-class VideoResult:
+class Result:
+    """What scoring one video or image gave: the ensemble's P(fake), its label at ``threshold``, and the detail.
+
+    ``faces`` holds one entry per face and sampled frame (frame, track, crop box in frame pixels, the
+    detector's score, the ensemble's and each frame model's P(fake)); ``windows`` the clip models' windows.
+    An input that could not be scored has prob 0.5 and ``reason`` says why. :meth:`to_dict` / :meth:`to_json`
+    give it as JSON (with ``images=True``: the face thumbnails and Grad-CAM maps as PNG data URLs).
+    """
+
     filename: str
     prob: float
     reason: str = ""  # why it got 0.5
     kind: str = "video"  # video | image | other
     note: str = ""  # a model of the ensemble that could not score it (a video too short for a clip)
+    threshold: float = 0.5  # prob >= threshold: FAKE
     frames: list[int] = field(default_factory=list)
     faces: list[dict] = field(default_factory=list)  # frame, box, per-model and ensemble score
     windows: list[dict] = field(default_factory=list)  # clip models: model, track, first frame, score per window
@@ -51,9 +60,79 @@ class VideoResult:
     thumbs: list[tuple[np.ndarray, float]] = field(default_factory=list, repr=False)  # for reports
     cams: list[dict] = field(default_factory=list, repr=False)  # Grad-CAM of the highest-scoring faces, for reports
 
+    @property
+    def label(self) -> str:
+        """``FAKE`` or ``REAL`` at :attr:`threshold`; ``UNSCORED`` when :attr:`reason` says why not."""
+        if self.reason:
+            return "UNSCORED"
+        return "FAKE" if self.prob >= self.threshold else "REAL"
 
-def _decode(path: Path, n_frames: int) -> tuple[dict[int, np.ndarray], str, str]:
+    @property
+    def frame_scores(self) -> list[dict]:
+        """The score over time: per sampled frame with a face, the highest face score (frame models) in it."""
+        best: dict[int, float] = {}
+        for f in self.faces:
+            best[f["frame"]] = max(best.get(f["frame"], 0.0), f["prob"])
+        return [{"frame": k, "prob": v} for k, v in sorted(best.items())]
+
+    def to_dict(self, images: bool = False) -> dict:
+        """Plain JSON types; ``images`` adds ``thumbnails`` and ``gradcam`` maps as ``data:image/png`` URLs."""
+        out = {"filename": self.filename, "prob": self.prob, "label": self.label, "threshold": self.threshold,
+               "reason": self.reason, "note": self.note, "kind": self.kind, "model_probs": self.model_probs,
+               "frames": self.frames, "frame_scores": self.frame_scores, "faces": self.faces,
+               "windows": self.windows, "size": list(self.size), "timings_s": self.timings,
+               "gradcam": [{k: c[k] for k in ("frame", "track", "prob", "model", "error") if k in c}
+                           for c in self.cams]}
+        if images:
+            out["thumbnails"] = [{"prob": p, "image": _data_url(t)} for t, p in self.thumbs]
+            for entry, c in zip(out["gradcam"], self.cams):
+                if "crop" in c:
+                    from dfdc.inference.gradcam import overlay
+
+                    entry["crop"] = _data_url(c["crop"])
+                    entry["image"] = _data_url(overlay(c["crop"], c["heat"].astype(np.float32) / 255))
+        return out
+
+    def to_json(self, images: bool = False, **kw) -> str:
+        """:meth:`to_dict` as a JSON string (``kw``: :func:`json.dumps` options)."""
+        return json.dumps(self.to_dict(images), ensure_ascii=False, **kw)
+
+
+def _data_url(image: np.ndarray) -> str:
+    """An RGB (or grey) uint8 image as a ``data:image/png;base64,...`` URL."""
+    import base64
+
+    import cv2
+
+    bgr = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, png = cv2.imencode(".png", bgr)
+    if not ok:
+        raise ValueError("could not encode the image as PNG")
+    return "data:image/png;base64," + base64.b64encode(png.tobytes()).decode("ascii")
+
+
+Source = "str | Path | np.ndarray"  # what :func:`score_stream` scores: a file, or frames in memory
+
+
+def _name(source) -> str:
+    return "array" if isinstance(source, np.ndarray) else Path(source).name
+
+
+def _decode_array(a: np.ndarray, n_frames: int) -> tuple[dict[int, np.ndarray], str, str]:
+    """An RGB uint8 image (H, W, 3) as frame 0, or ``n_frames`` evenly sampled frames of a video (T, H, W, 3)."""
+    if a.dtype != np.uint8 or a.ndim not in (3, 4) or a.shape[-1] != 3 or 0 in a.shape:
+        return {}, (f"an array must be RGB uint8, (H, W, 3) for an image or (T, H, W, 3) for a video; got "
+                    f"{a.dtype} {a.shape}"), "other"
+    if a.ndim == 3:
+        return {0: np.ascontiguousarray(a)}, "", "image"
+    return {i: np.ascontiguousarray(a[i]) for i in sample_indices(len(a), count=n_frames)}, "", "video"
+
+
+def _decode(source, n_frames: int) -> tuple[dict[int, np.ndarray], str, str]:
     """(frames by index, error, kind): ``n_frames`` evenly sampled video frames, or a still image as frame 0."""
+    if isinstance(source, np.ndarray):
+        return _decode_array(source, n_frames)
+    path = Path(source)
     if path.is_symlink() and not path.exists():
         return {}, f"broken link: points to {os.readlink(path)!r}, which does not exist", "other"
     try:
@@ -77,12 +156,12 @@ def _no_face_reason(w: int, h: int, min_face_size: int) -> str:
     return "no face"
 
 
-def _score_video(path: Path, scoring: Scoring, detector, thumbs: bool) -> VideoResult:
+def _score_video(source, scoring: Scoring, detector, thumbs: bool, name: str | None = None) -> Result:
     """Decode, detect, crop per model, classify and aggregate one input (unbounded probability)."""
     models, s, device = scoring.models, scoring.settings, scoring.device
     t0 = time.perf_counter()
-    decoded, error, kind = _decode(path, s.frames)
-    res = VideoResult(path.name, NO_FACE, kind=kind, timings={"decode": time.perf_counter() - t0})
+    decoded, error, kind = _decode(source, s.frames)
+    res = Result(name or _name(source), NO_FACE, kind=kind, timings={"decode": time.perf_counter() - t0})
     if error:
         res.reason = error
         return res
@@ -121,7 +200,7 @@ def _score_video(path: Path, scoring: Scoring, detector, thumbs: bool) -> VideoR
     unscored = []
     if clip_models:
         t0 = time.perf_counter()
-        by_clip, unscored = classify_clips(path, meta, clip_models, margins, windows=s.clip_windows, tta=s.tta,
+        by_clip, unscored = classify_clips(source, meta, clip_models, margins, windows=s.clip_windows, tta=s.tta,
                                            batch_size=s.batch_size, device=device)
         res.timings["clips"] = time.perf_counter() - t0
         for m in clip_models:
@@ -160,7 +239,7 @@ def _score_video(path: Path, scoring: Scoring, detector, thumbs: bool) -> VideoR
     return res
 
 
-def classify_clips(path: Path, faces: list[dict], models: list[ScoringModel], margins: dict[str, float], *,
+def classify_clips(source, faces: list[dict], models: list[ScoringModel], margins: dict[str, float], *,
                    windows: int, tta: bool, batch_size: int,
                    device: torch.device | str) -> tuple[dict[str, tuple[np.ndarray, ...]], list[str]]:
     """P(fake) per clip window for each clip model: ({model: (probs, tracks, first frames)}, reasons).
@@ -168,7 +247,7 @@ def classify_clips(path: Path, faces: list[dict], models: list[ScoringModel], ma
     Along each face track (``faces``: frame, track, face box) ``windows`` windows of the
     model's ``clip_len`` frames, ``frame_stride`` apart, are placed evenly, each cut at one
     square box as the `cut` stage cuts it (:mod:`dfdc.preprocess.clips`), from a second, selective
-    decode of the video. A model whose windows fit no track gets a reason instead.
+    decode of the video (``source``: its path, or its frames (T, H, W, 3) in memory). A model whose windows fit no track gets a reason instead.
     """
     from dfdc.inference.settings import clip_size
     from dfdc.preprocess.clips import cut_clips, plan_windows
@@ -182,7 +261,7 @@ def classify_clips(path: Path, faces: list[dict], models: list[ScoringModel], ma
         groups.setdefault((m.spec.clip_len, m.spec.frame_stride, clip_size(m), margins[m.name]), []).append(m)
     for (length, stride, size, margin), group in groups.items():
         plan, _ = plan_windows(faces_df, length, stride, windows, margin)
-        cut = cut_clips(path, plan, length, stride, size)[0] if plan else {}
+        cut = cut_clips(source, plan, length, stride, size)[0] if plan else {}
         wins = [win for win in plan if win in cut]
         if not wins:
             span = (length - 1) * stride + 1
@@ -248,10 +327,11 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def predict_videos(paths: Iterable[Path], scoring: Scoring, detector=None, *, workers: int = 2,
-                   thumbs: bool = False, progress: bool = True) -> list[VideoResult]:
-    """Score every path with ``scoring`` (its models, settings and device); unscorable files get 0.5 with a
-    reason. Order follows ``paths``.
+def score_stream(sources: Iterable, scoring: Scoring, detector=None, *, workers: int = 2, thumbs: bool = False,
+                 progress: bool = True, threshold: float = 0.5, names: Iterable[str] | None = None) -> Iterator[Result]:
+    """Score each source (a file path, or RGB uint8 frames: (H, W, 3) an image, (T, H, W, 3) a video) with
+    ``scoring`` (its models, settings and device), yielding each :class:`Result` in the order of ``sources`` as
+    soon as it is ready; unscorable inputs get 0.5 with a reason, and a label at ``threshold``.
 
     Of the ``frames`` frames sampled evenly, the detector (``detector``, else one built from the
     settings) sees the first, the last and about one every ``detect_every`` video frames between
@@ -262,7 +342,8 @@ def predict_videos(paths: Iterable[Path], scoring: Scoring, detector=None, *, wo
     :func:`dfdc.inference.combine.combine` ("thresholds" uses each model's fitted ``rules``), bounded
     to the settings' ``bounds``. ``workers`` inputs are scored at once, each in its own thread (0: one
     after the other in this thread), with torch's intra-op threads divided between them. ``thumbs``
-    keeps small face thumbnails with their scores for :func:`write_report`.
+    keeps small face thumbnails with their scores and the Grad-CAM maps of the highest-scoring faces
+    (:func:`write_report`, :meth:`Result.to_dict` with images).
 
     Clip models score ``clip_windows`` windows of consecutive frames per face track
     (:func:`classify_clips`), each track the mean of its windows; a video too short for
@@ -280,18 +361,24 @@ def predict_videos(paths: Iterable[Path], scoring: Scoring, detector=None, *, wo
         from dfdc.faces.detector import FaceDetector
 
         detector = FaceDetector(device=str(scoring.device), **s.detector)
-    paths = list(paths)
-    score_one = partial(_score_video, scoring=scoring, detector=detector, thumbs=thumbs)
-    results = []
-    bar = tqdm(total=len(paths), desc="predict", unit="file", disable=not progress)
-    with _torch_threads(max(1, torch.get_num_threads() // max(1, workers))):
-        for res in prefetch_map(score_one, paths, workers):
-            results.append(res)
+    sources = list(sources)
+    names = list(names) if names is not None else [None] * len(sources)
+
+    def score_one(job: tuple) -> Result:
+        res = _score_video(job[0], scoring, detector, thumbs, job[1])
+        res.prob, res.threshold = float(np.clip(res.prob, *s.bounds)), float(threshold)
+        return res
+
+    with tqdm(total=len(sources), desc="predict", unit="file", disable=not progress) as bar, \
+            _torch_threads(max(1, torch.get_num_threads() // max(1, workers))):
+        for res in prefetch_map(score_one, zip(sources, names), workers):
             bar.update(1)
-    bar.close()
-    for res in results:
-        res.prob = float(np.clip(res.prob, *s.bounds))
-    return results
+            yield res
+
+
+def predict_videos(paths: Iterable, scoring: Scoring, detector=None, **kw) -> list[Result]:
+    """Every :class:`Result` of :func:`score_stream` (same arguments) as a list."""
+    return list(score_stream(paths, scoring, detector, **kw))
 
 
 @dataclass
@@ -333,7 +420,7 @@ def list_inputs(folder: str | Path) -> Inputs:
     return Inputs(files, subfolders, hidden)
 
 
-def write_submission(results: list[VideoResult], out: str | Path) -> None:
+def write_submission(results: list[Result], out: str | Path) -> None:
     """DFDC submission CSV: ``filename,label`` with label = P(fake), written by the csv module (UTF-8)."""
     with atomic_path(out) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
@@ -351,7 +438,7 @@ def _thumb(crop: np.ndarray, side: int = 96) -> np.ndarray:
                       interpolation=cv2.INTER_AREA)
 
 
-def write_report(res: VideoResult, out_dir: str | Path) -> tuple[Path, Path]:
+def write_report(res: Result, out_dir: str | Path) -> tuple[Path, Path]:
     """Per-input JSON and a PNG a person can read (score over time, face thumbnails, verdict), and
     NAME.gradcam.png: the highest-scoring faces under their Grad-CAM heatmaps."""
     import matplotlib
@@ -365,11 +452,7 @@ def write_report(res: VideoResult, out_dir: str | Path) -> tuple[Path, Path]:
     js = out_dir / f"{stem}.json"
     with atomic_path(js) as tmp:
         tmp.write_text(json.dumps({
-            "filename": res.filename, "prob": res.prob, "verdict": verdict(res), "reason": res.reason, "note": res.note,
-            "kind": res.kind, "model_probs": res.model_probs, "frames": res.frames, "faces": res.faces,
-            "windows": res.windows,
-            "gradcam": [{k: c[k] for k in ("frame", "track", "prob", "model", "error") if k in c} for c in res.cams],
-            "timings_s": res.timings, "size": list(res.size)}, indent=2, ensure_ascii=False) + "\n",
+            **res.to_dict(), "verdict": verdict(res)}, indent=2, ensure_ascii=False) + "\n",
             encoding="utf-8")
     thumbs = res.thumbs
     n = min(len(thumbs), 8)
@@ -404,7 +487,7 @@ def write_report(res: VideoResult, out_dir: str | Path) -> tuple[Path, Path]:
     return js, png
 
 
-def _write_cams(res: VideoResult, path: Path) -> None:
+def _write_cams(res: Result, path: Path) -> None:
     """Each highest-scoring face: the crop, and the crop under its Grad-CAM heatmap."""
     import matplotlib.pyplot as plt
 
@@ -425,8 +508,6 @@ def _write_cams(res: VideoResult, path: Path) -> None:
     plt.close(fig)
 
 
-def verdict(res: VideoResult) -> str:
+def verdict(res: Result) -> str:
     """Readable verdict for a result."""
-    if res.reason:
-        return "UNSCORED (0.5)"
-    return "FAKE" if res.prob >= 0.5 else "REAL"
+    return "UNSCORED (0.5)" if res.reason else res.label

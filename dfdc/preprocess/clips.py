@@ -161,15 +161,20 @@ class WindowCut:
 
 def cut_clips(video: Any, windows: list[Window], window: int, stride: int,
               size: int) -> tuple[dict[Window, np.ndarray], tuple[int, int]]:
-    """Decode the frames of ``video`` (a path, or an index row: see :func:`decode_video_frames`) that the
-    windows hold, once, and cut every window: ({window: (T, size, size, 3)}, (width, height)).
+    """Decode the frames of ``video`` (a path, an index row: see :func:`decode_video_frames`, or its frames
+    (T, H, W, 3) in memory) that the windows hold, once, and cut every window: ({window: (T, size, size, 3)},
+    (width, height)).
 
     A window whose frames run past the end of the video is left out; a video that cannot be read raises
     VideoError.
     """
-    row = SimpleNamespace(path=video) if isinstance(video, (str, Path)) else video
     cutter = WindowCut(windows, window, stride, size)
-    for i, frame in decode_video_frames(row, cutter.need):
+    if isinstance(video, np.ndarray):
+        frames = ((i, video[i]) for i in sorted(cutter.need) if i < len(video))
+    else:
+        row = SimpleNamespace(path=video) if isinstance(video, (str, Path)) else video
+        frames = decode_video_frames(row, cutter.need)
+    for i, frame in frames:
         cutter.take(i, frame)
     return cutter.cut(), cutter.wh
 
