@@ -158,14 +158,54 @@ def bench_predict(root: str | Path, scoring, workers: int = 2) -> dict:
 
 def format_predict_table(rows: list[dict]) -> str:
     """Markdown table of :func:`bench_predict` results."""
-    lines = ["| dataset | videos (scored) | models x frames | detect every | TTA | decode floor s/video | "
+    lines = ["| dataset | runtime | videos (scored) | models x frames | detect every | TTA | decode floor s/video | "
              "predict s/video | decode / detect / classify / clips s/video (per worker) | vs floor |",
-             "|" + "---|" * 9]
+             "|" + "---|" * 10]
     for r in rows:
-        lines.append(f"| {Path(r['dataset']).name} | {r['videos']} ({r['scored']}) | {r['models']} x {r['frames']} | "
+        lines.append(f"| {Path(r['dataset']).name} | {r.get('runtime', 'torch')} | {r['videos']} ({r['scored']}) | "
+                     f"{r['models']} x {r['frames']} | "
                      f"{r['detect_every']} | {'flip' if r['tta'] else 'none'} | "
                      f"{r['floor_s']:.3f} | {r['total_s']:.3f} | {r['decode_s']:.3f} / {r['detect_s']:.3f} / "
                      f"{r['classify_s']:.3f} / {r['clips_s']:.3f} | {r['ratio_to_floor']:.2f}x |")
+    return "\n".join(lines)
+
+
+def bench_runtimes(models: list, onnx_models: list, n: int = 256, batch_size: int = 64, repeats: int = 3,
+                   seed: int = 0) -> list[dict]:
+    """Items per second through :func:`dfdc.inference.scorer.score` for each model on torch and as its ONNX graph
+    on onnxruntime (CPU), on the same ``n`` random crops (clips for a clip model), and the largest difference
+    in P(fake) between the two. The best of ``repeats`` timed passes after one warm-up."""
+    from dfdc.inference.scorer import score
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for m, o in zip(models, onnx_models):
+        s = m.spec
+        shape = (s.size, s.size, 3) if s.input == "frame" else (s.clip_len, s.size, s.size, 3)
+        count = n if s.input == "frame" else max(8, n // (4 * s.clip_len))
+        items = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(count)]
+        out, best = {}, {}
+        for label, model in (("torch", m), ("onnx", o)):
+            score([model], items[:batch_size], batch_size=batch_size)  # warm-up
+            times = []
+            for _ in range(repeats):
+                p, dt = _timed(score, [model], items, batch_size=batch_size)
+                times.append(dt)
+            out[label], best[label] = p[model.name], min(times)
+        rows.append({"model": m.name, "input": s.input, "items": count, "threads": torch.get_num_threads(),
+                     "torch_per_s": count / best["torch"], "onnx_per_s": count / best["onnx"],
+                     "onnx_vs_torch": best["torch"] / best["onnx"],
+                     "max_abs_diff": float(np.max(np.abs(out["torch"] - out["onnx"])))})
+    return rows
+
+
+def format_runtimes_table(rows: list[dict]) -> str:
+    """Markdown table of :func:`bench_runtimes`."""
+    lines = ["| model | input | items | torch threads | torch items/s | onnxruntime items/s | onnxruntime vs torch | "
+             "max abs diff P(fake) |", "|" + "---|" * 8]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['input']} | {r['items']} | {r['threads']} | {r['torch_per_s']:.1f} | "
+                     f"{r['onnx_per_s']:.1f} | {r['onnx_vs_torch']:.2f}x | {r['max_abs_diff']:.1e} |")
     return "\n".join(lines)
 
 

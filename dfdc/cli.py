@@ -135,11 +135,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             rows.append(bench_clips(root, clips, detect, workers=args.workers))
         print(format_clips_table(rows))
         return 0
-    scoring = load_scoring(args, first_only=not args.models)
-    for root in roots:
-        print(f"bench predict: {root} ...", flush=True)
-        rows.append(bench_predict(root, scoring, workers=args.workers))
+    from dfdc.bench import bench_runtimes, format_runtimes_table
+
+    runtimes = [args.runtime] if args.runtime else ["torch", "onnx"]
+    loaded = {}
+    for runtime in runtimes:
+        args.runtime = runtime
+        loaded[runtime] = load_scoring(args, first_only=not args.models and not args.bundle)
+        for root in roots:
+            print(f"bench predict: {root} ({runtime}) ...", flush=True)
+            rows.append(bench_predict(root, loaded[runtime], workers=args.workers) | {"runtime": runtime})
     print(format_predict_table(rows))
+    if len(loaded) == 2:
+        print(format_runtimes_table(bench_runtimes(loaded["torch"].models, loaded["onnx"].models)))
     return 0
 
 
@@ -373,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="predict: detect about every N video frames (1: every sampled frame)")
     _scoring_flags(p, strategy=False)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--runtime", choices=["torch", "onnx"],
+                   help="predict: this runtime only (default: both, and the models alone on each)")
     p.add_argument("--n", type=_positive, action="append", help="scale: videos to generate (repeat; default 200, 1000)")
     p.add_argument("--hd", type=int, default=2, help="scale: real 1080p 10 s videos (two fakes each) for the "
                                                      "per-video cost at DFDC size (0: none)")

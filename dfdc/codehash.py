@@ -18,10 +18,16 @@ def _module_file(name: str, root: Path) -> Path | None:
 
 def _imports(path: Path) -> set[str]:
     """dfdc modules named by every import statement in ``path``, function-level ones included
-    (``if TYPE_CHECKING:`` blocks excluded: they never run)."""
+    (``if TYPE_CHECKING:`` blocks excluded: they never run; so is a package's module-level ``__getattr__``: its
+    imports run only when a user's code asks the package for a lazy name (``from dfdc import Detector``); dfdc's
+    own modules import those modules by their names)."""
     found: set[str] = set()
 
     class Visitor(ast.NodeVisitor):
+        def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+            if node.name != "__getattr__" or node not in tree.body:
+                self.generic_visit(node)
+
         def visit_If(self, node: ast.If) -> None:
             t = node.test
             if getattr(t, "id", None) == "TYPE_CHECKING" or getattr(t, "attr", None) == "TYPE_CHECKING":
@@ -38,7 +44,8 @@ def _imports(path: Path) -> set[str]:
                 found.add(node.module)
                 found.update(f"{node.module}.{a.name}" for a in node.names)  # `from pkg import module`
 
-    Visitor().visit(ast.parse(path.read_text()))
+    tree = ast.parse(path.read_text())
+    Visitor().visit(tree)
     return found
 
 

@@ -77,8 +77,10 @@ def write_bundle(out: str | Path, *, ensemble_file: str | Path | None = None, mo
     if models and ensemble_file:
         raise ValueError("--models and --ensemble both choose the models: pass one of them")
     if models:
-        members = [Member(p.parent.name if p.name == "best.pt" else p.stem, p, 1.0)
-                   for p in resolve_models(models, models_dir)]
+        paths = resolve_models(models, models_dir)
+        names = [p.parent.name if p.name == "best.pt" else p.stem for p in paths]
+        # two checkpoints of one name (runs1/a/best.pt, runs2/a/best.pt) are told apart by their paths
+        members = [Member(str(p) if names.count(n) > 1 else n, p, 1.0) for n, p in zip(names, paths)]
         ens: dict[str, Any] = {"method": "equal (--models)", "strategy": None, "tta": None, "temperature": None,
                                "holdout": {}}
     else:
@@ -156,6 +158,8 @@ def read_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
             members = []
             claimed: set[str] = set()
             for i, e in enumerate(manifest["members"]):
+                if any(m.name == e["name"] for m in members):
+                    raise BundleError(f"{path}: corrupted bundle: two members are named {e['name']!r}")
                 prefix = f"members/{i}/"
                 own = sorted(k for k in keys if k.startswith(prefix))
                 if not own:
