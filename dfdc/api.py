@@ -31,7 +31,8 @@ class Detector:
     @classmethod
     def load(cls, path: str | Path = "models", device: str = "auto", *, runtime: str = "torch",
              threshold: float = 0.5, params: str | Path | None = None, **settings: Any) -> "Detector":
-        """Load a bundle file (`dfdc export`), an ensemble file (``ensemble.json``) or a models folder.
+        """Load a bundle file (`dfdc export`), an ensemble file (``ensemble.json``), a models folder or one
+        checkpoint (``best.pt``).
 
         ``device``: "auto" (CUDA when present), "cpu" or "cuda[:N]"; ``runtime``: "torch" or "onnx"
         (onnxruntime on the CPU); ``threshold``: the probability from which a result is labelled FAKE.
@@ -47,6 +48,8 @@ class Detector:
             where = {"models_dir": path}
         elif path.suffix.lower() == ".json":
             where = {"ensemble_file": path}
+        elif path.suffix.lower() in (".pt", ".pth") and path.is_file():
+            where = {"models": [str(path)]}  # one checkpoint, scored alone
         elif is_bundle(path):
             where = {"bundle": path}
         else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,7 +186,10 @@ def read_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
                                   best=e.get("best"), path=path)
                 ckpt.model_params, ckpt.model_spec  # noqa: B018 - malformed params are refused here
                 rules = check_rules(e["rules"], f"member {e['name']!r}") if e.get("rules") is not None else None
-                members.append(BundleMember(ckpt, float(e["weight"]), rules, graph))
+                weight = float(e["weight"])
+                if not math.isfinite(weight) or weight < 0:
+                    raise BundleError(f"{path}: member {e['name']!r}: weight must be finite and >= 0, got {weight}")
+                members.append(BundleMember(ckpt, weight, rules, graph))
             extra = keys - claimed
             if extra:
                 raise BundleError(f"{path}: corrupted bundle: it holds tensors no member claims "

@@ -135,6 +135,8 @@ def _decode(source, n_frames: int) -> tuple[dict[int, np.ndarray], str, str]:
     path = Path(source)
     if path.is_symlink() and not path.exists():
         return {}, f"broken link: points to {os.readlink(path)!r}, which does not exist", "other"
+    if not path.exists():
+        return {}, "file not found", "other"
     try:
         if path.stat().st_size == 0:
             return {}, "zero-byte file", "other"
@@ -363,6 +365,8 @@ def score_stream(sources: Iterable, scoring: Scoring, detector=None, *, workers:
         detector = FaceDetector(device=str(scoring.device), **s.detector)
     sources = list(sources)
     names = list(names) if names is not None else [None] * len(sources)
+    if len(names) != len(sources):
+        raise ValueError(f"{len(names)} names for {len(sources)} inputs")
 
     def score_one(job: tuple) -> Result:
         res = _score_video(job[0], scoring, detector, thumbs, job[1])

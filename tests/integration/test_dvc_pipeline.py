@@ -44,7 +44,7 @@ evaluate: {models: [], method: equal, weights: {}, splits: 2, calibrate: false, 
 PREP = ["sample", "index", "detect", "cut", "folds"]
 CROP_MODELS = ["train@a", "predict@a"]
 CLIP_MODELS = ["train_stacked@l", "predict_stacked@l"]
-MODELS = ["degrade", "cut_degraded", *CROP_MODELS, *CLIP_MODELS, "evaluate"]
+MODELS = ["degrade", "cut_degraded", *CROP_MODELS, *CLIP_MODELS, "evaluate", "export"]
 ALL = PREP + MODELS
 CHUNKED = ["data/detect", "data/crops", "data/clips"]
 
@@ -213,7 +213,7 @@ def test_a_crops_setting_reruns_the_crops_and_the_crop_models_only_and_their_sta
     before = pd.read_parquet(repo.path / "data/crops.parquet")
     _set(repo.path, crops__margin=0.2)
     # and the LSTM, whose frozen backbone is the frame model a's: through models/a, not through the crops
-    assert plan(repo) == {"cut", "cut_degraded", *CROP_MODELS, *CLIP_MODELS, "evaluate"}
+    assert plan(repo) == {"cut", "cut_degraded", *CROP_MODELS, *CLIP_MODELS, "evaluate", "export"}
     lock = yaml.safe_load((repo.path / "dvc.lock").read_text())["stages"]
     lstm = {d["path"] for d in lock["train_stacked@l"]["deps"]}
     assert "models/a" in lstm and "data/clips" in lstm and "data/crops" not in lstm
@@ -231,7 +231,7 @@ def test_a_clips_setting_reruns_the_clips_and_the_clip_models_only(built, tmp_pa
     before = pd.read_parquet(repo.path / "data/clips.parquet")
     _set(repo.path, clips__per_track=2)
     # DVC's plan cannot know that the cut stage will leave the crops as they are ...
-    assert plan(repo) == {"cut", "cut_degraded", *CROP_MODELS, *CLIP_MODELS, "evaluate"}
+    assert plan(repo) == {"cut", "cut_degraded", *CROP_MODELS, *CLIP_MODELS, "evaluate", "export"}
     crops = _outputs(repo.path, ("data/crops", "data/crops_degraded"), ("crops", "crops_status", "crops_degraded"))
     out = repo.dvc("repro", "cut", "cut_degraded")
     assert ran(out) == {"cut", "cut_degraded"}
@@ -270,6 +270,22 @@ def test_the_other_two_kinds_of_entry_get_their_stages_with_their_inputs(built, 
     assert "--degraded data/crops_degraded.parquet" in stages["predict_stacked@b"].cmd
 
 
+def test_the_dag_ends_with_the_bundle_declared_as_a_dvc_artifact(built):
+    import dvc.api
+
+    from dfdc.api import Detector
+
+    repo = built[0].path
+    shown = dvc.api.artifacts_show("detector", repo=str(repo))
+    assert shown["path"] == "models/detector.dfdc"
+    detector = Detector.load(repo / shown["path"], device="cpu")
+    assert sorted(detector.models) == ["a", "l"] and detector.scoring.settings.strategy == "thresholds"
+    shipped = json.loads((repo / "models/ensemble.json").read_text())
+    assert all(m.rules == tuple(map(tuple, shipped["members"][m.name]["rules"]))
+               for m in detector.scoring.models if shipped["members"][m.name].get("rules") is not None)
+    assert "models/detector.dfdc" in (repo / "models/.gitignore").read_text()  # in the DVC cache, not in git
+
+
 def test_leaving_a_manipulation_out_retrains_and_evaluates_without_preprocessing(built, tmp_path):
     repo = clone(built[0], tmp_path / "r")
     methods = sorted(pd.read_parquet(repo.path / "data/folds.parquet")["method"].dropna().unique())
@@ -278,13 +294,13 @@ def test_leaving_a_manipulation_out_retrains_and_evaluates_without_preprocessing
     for method in (methods[0], methods[-1]):
         _set(repo.path, folds__leave_out=method)
         assert repo.stale() == trains | {"evaluate"}
-    assert plan(repo) == trains | {"predict@a", "predict_stacked@l", "evaluate"}
+    assert plan(repo) == trains | {"predict@a", "predict_stacked@l", "evaluate", "export"}
 
 
 def test_an_experiment_on_one_model_reruns_its_stages_and_shows_in_the_metrics(built, tmp_path):
     repo = clone(built[0], tmp_path / "r")
     exp = repo.dvc("exp", "run", "-S", "train.stacked.l.lr=0.05")  # nothing reads l but its stages and evaluate
-    assert ran(exp) == {"train_stacked@l", "predict_stacked@l", "evaluate"}
+    assert ran(exp) == {"train_stacked@l", "predict_stacked@l", "evaluate", "export"}
     changed = json.loads(repo.dvc("metrics", "diff", "--json").stdout)["metrics/summary.json"]
     assert any(k.startswith("l.") for k in changed) and not any(k.startswith("a.") for k in changed)
     train = json.loads(repo.dvc("metrics", "diff", "--json", "--targets", "metrics/train/l.json",
@@ -321,7 +337,7 @@ def test_metrics_diff_and_exp_show_work_in_a_fresh_clone_without_a_dvc_cache(bui
     and `dvc exp show` with its default options shows the ensemble's headline in a 120-column terminal."""
     work = clone(built[0], tmp_path / "work")
     _set(work.path, evaluate__method="given", evaluate__weights={"a": 4.0, "l": 1.0})
-    assert ran(work.dvc("repro")) == {"evaluate"}
+    assert ran(work.dvc("repro")) == {"evaluate", "export"}
     _git(work.path, "commit", "-qam", "run 2: given weights")
     fresh = clone(work, tmp_path / "fresh", cache=False)
     assert not (fresh.path / ".dvc" / "cache").exists()
