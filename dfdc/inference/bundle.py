@@ -70,8 +70,7 @@ def write_bundle(out: str | Path, *, ensemble_file: str | Path | None = None, mo
     from safetensors.torch import save_file
 
     import dfdc
-    from dfdc.inference.ensemble import ENSEMBLE_FILE, Member, read_ensemble
-    from dfdc.inference.load import resolve_models
+    from dfdc.inference.ensemble import ENSEMBLE_FILE, Member, read_ensemble, resolve_models
     from dfdc.models.checkpoint import load
     from dfdc.store import atomic_path, file_sha256
 

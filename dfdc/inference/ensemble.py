@@ -90,3 +90,20 @@ def read_ensemble(path: str | Path) -> Ensemble:
         raise ValueError(f"{path}: the ensemble has no member with a positive weight")
     return Ensemble(members, doc.get("method", "equal"), doc.get("strategy"), doc.get("tta"),
                     None if temperature is None else float(temperature), doc.get("holdout", {}), path)
+
+
+def resolve_models(names: list[str] | None, models_dir: str | Path = "models") -> list[Path]:
+    """Checkpoint paths for ``--models``: files as given, names as MODELS_DIR/NAME/best.pt (default: all)."""
+    models_dir = Path(models_dir)
+    available = sorted(p.parent.name for p in models_dir.glob("*/best.pt"))
+    if not names:
+        if not available:
+            raise FileNotFoundError(f"no trained model in {models_dir}/*/best.pt: run `dvc repro` or pass --models")
+        return [models_dir / n / "best.pt" for n in available]
+    out = []
+    for name in names:
+        path = Path(name) if Path(name).suffix in (".pt", ".pth") else models_dir / name / "best.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"model {name!r} not found at {path} (available: {', '.join(available) or 'none'})")
+        out.append(path)
+    return out

@@ -6,23 +6,6 @@ from pathlib import Path
 from typing import Any
 
 
-def resolve_models(names: list[str] | None, models_dir: str | Path = "models") -> list[Path]:
-    """Checkpoint paths for ``--models``: files as given, names as MODELS_DIR/NAME/best.pt (default: all)."""
-    models_dir = Path(models_dir)
-    available = sorted(p.parent.name for p in models_dir.glob("*/best.pt"))
-    if not names:
-        if not available:
-            raise FileNotFoundError(f"no trained model in {models_dir}/*/best.pt: run `dvc repro` or pass --models")
-        return [models_dir / n / "best.pt" for n in available]
-    out = []
-    for name in names:
-        path = Path(name) if Path(name).suffix in (".pt", ".pth") else models_dir / name / "best.pt"
-        if not path.is_file():
-            raise FileNotFoundError(f"model {name!r} not found at {path} (available: {', '.join(available) or 'none'})")
-        out.append(path)
-    return out
-
-
 @dataclass
 class Scoring:
     """The models (with their weights) and the resolved settings of one `dfdc predict` or bench run."""
@@ -58,7 +41,7 @@ def load_scoring(*, models: list[str] | None = None, ensemble_file: str | Path |
     own settings: the params file is not read for it.
     """
     from dfdc.device import pick_device
-    from dfdc.inference.ensemble import ENSEMBLE_FILE, read_ensemble
+    from dfdc.inference.ensemble import ENSEMBLE_FILE, read_ensemble, resolve_models
     from dfdc.inference.scorer import from_checkpoint, scoring_model
     from dfdc.inference.settings import resolve
 

@@ -86,17 +86,17 @@ async def receive(headers: dict[str, str], body: AsyncIterator[bytes], folder: P
     parser = MultipartParser(boundary, {"on_header_field": on_header_field, "on_header_value": on_header_value,
                                         "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
                                         "on_part_data": on_part_data})
-    received = 0
+    received, cut = 0, False
     try:
         async for chunk in body:
             received += len(chunk)
             if received > DRAIN * limit + 1024 * 1024:
-                break  # far over: stop reading, answer now
+                cut = True  # far over: stop reading, answer now
+                break
             if size <= limit:
                 parser.write(chunk)
-        else:
-            if size <= limit:
-                parser.finalize()
+        if not cut and size <= limit:
+            parser.finalize()
     except UploadError:
         raise
     except Exception as e:  # noqa: BLE001 - a malformed body is the client's error, said in one line
@@ -104,7 +104,7 @@ async def receive(headers: dict[str, str], body: AsyncIterator[bytes], folder: P
         path.unlink(missing_ok=True)
         raise UploadError(400, f"malformed multipart body ({type(e).__name__}: {e})") from None
     out.close()
-    if size > limit:
+    if size > limit or cut:
         path.unlink(missing_ok=True)
         raise UploadError(413, too_large(limit))
     if not state["seen"]:
