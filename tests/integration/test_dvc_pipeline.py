@@ -270,15 +270,21 @@ def test_the_other_two_kinds_of_entry_get_their_stages_with_their_inputs(built, 
     assert "--degraded data/crops_degraded.parquet" in stages["predict_stacked@b"].cmd
 
 
-def test_the_dag_ends_with_the_bundle_declared_as_a_dvc_artifact(built):
+def test_the_dag_ends_with_the_bundle_declared_as_a_dvc_artifact(built, tmp_path):
     import dvc.api
 
     from dfdc.api import Detector
 
+    work = clone(built[0], tmp_path / "r")
+    subprocess.run([str(REPO / ".venv" / "bin" / "gto"), "register", "detector"], cwd=work.path, check=True,
+                   capture_output=True, env=work.env)  # a version of the model registry: a git tag
+    shown = dvc.api.artifacts_show("detector", repo=str(work.path))
+    assert shown["path"] == "models/detector.dfdc" and shown["rev"] == _git(work.path, "rev-parse", "HEAD").strip()
+    got = tmp_path / "got.dfdc"
+    run_dvc(tmp_path, "artifacts", "get", str(work.path), "detector", "-o", str(got), env=work.env)
     repo = built[0].path
-    shown = dvc.api.artifacts_show("detector", repo=str(repo))
-    assert shown["path"] == "models/detector.dfdc"
-    detector = Detector.load(repo / shown["path"], device="cpu")
+    assert file_sha256(got) == file_sha256(repo / "models/detector.dfdc")
+    detector = Detector.load(got, device="cpu")
     assert sorted(detector.models) == ["a", "l"] and detector.scoring.settings.strategy == "thresholds"
     shipped = json.loads((repo / "models/ensemble.json").read_text())
     assert all(m.rules == tuple(map(tuple, shipped["members"][m.name]["rules"]))
