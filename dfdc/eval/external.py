@@ -52,7 +52,7 @@ def labelled_videos(root: str | Path, labels: str | Path | None = None) -> pd.Da
 def score_folder(videos: pd.DataFrame, scoring: Any, **predict_kw: Any) -> tuple[dict, dict, list]:
     """Score ``videos`` with a loaded ensemble (:class:`dfdc.cli.Scoring`) as `dfdc predict` does.
 
-    Returns (per-model video tables, per-model crop tables (clip windows for clip models), the VideoResults).
+    Returns (per-model video tables, per-model crop tables (clip windows for clip models), the Results).
     """
     from dfdc.inference.aggregate import NO_FACE
     from dfdc.inference.video import predict_videos

@@ -64,10 +64,10 @@ def test_every_odd_input_gets_a_row_and_a_reason(odd_inputs, tiny_checkpoint, tm
 
 
 def test_the_submission_csv_quotes_what_needs_quoting(tmp_path):
-    from dfdc.inference.video import VideoResult, write_submission
+    from dfdc.inference.video import Result, write_submission
 
     names = ["a,b.mp4", 'q"uote.mp4', "naïve façade.mp4", "plain.mp4", "new\nline.mp4"]
-    write_submission([VideoResult(n, 0.25 + i / 10) for i, n in enumerate(names)], tmp_path / "s.csv")
+    write_submission([Result(n, 0.25 + i / 10) for i, n in enumerate(names)], tmp_path / "s.csv")
     df = pd.read_csv(tmp_path / "s.csv", encoding="utf-8")
     assert df["filename"].tolist() == names and df.shape == (5, 2)
     assert df["label"].tolist() == pytest.approx([0.25, 0.35, 0.45, 0.55, 0.65])
