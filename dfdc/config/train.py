@@ -86,6 +86,8 @@ class ModelParams:
     sync_bn: bool = False  # batch-norm statistics over every process's batch (SyncBatchNorm; GPUs only)
     # one optimizer step every `accumulate` batches: the global batch is batch_size x processes x accumulate
     accumulate: int = rng(ge=1, default=1)
+    # weights of the architecture's optional loss terms (clip_vit_*_effort: orthogonality, singular_values)
+    losses: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -108,6 +110,7 @@ class TrainParams(Section):
                                  "checkpoint goes under train.stacked (DVC then depends on that model); move it there")
         for group, key, p in self.entries():
             _check_inputs(f"{group}.{key}", p)
+            _check_losses(f"{group}.{key}", p)
         known = self.all_models()
         for key, p in self.stacked.items():
             if not p.backbone_from:
@@ -135,6 +138,21 @@ class TrainParams(Section):
     def group_of(self, key: str) -> str:
         """The group (one of GROUPS) that holds ``key``."""
         return next(g for g, k, _ in self.entries() if k == key)
+
+
+def _check_losses(where: str, p: ModelParams) -> None:
+    """``losses``: names the architecture's builder offers, weights finite and >= 0 (nothing is built)."""
+    import math
+
+    from dfdc.models.registry import loss_names
+
+    offered = loss_names(p.arch)
+    for name, weight in p.losses.items():
+        if name not in offered:
+            raise ValueError(f"{where}.losses.{name}: {p.arch} has no such loss term (its optional terms: "
+                             f"{', '.join(offered) or 'none'})")
+        if not (math.isfinite(float(weight)) and float(weight) >= 0):
+            raise ValueError(f"{where}.losses.{name}: a weight must be finite and >= 0, got {weight}")
 
 
 def _check_inputs(where: str, p: ModelParams) -> None:

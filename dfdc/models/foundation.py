@@ -1,10 +1,14 @@
 """Foundation-model detectors: a CLIP ViT image tower, frozen, with one linear logit on its class token.
 
-Two tuning modes, the mechanisms behind the strongest published cross-dataset results:
+Three tuning modes, the mechanisms behind the strongest published cross-dataset results:
 
 * ``ln`` (GenD): the tower's LayerNorm weights and biases and the linear head train; every other
   tower tensor stays as pretrained.
 * ``probe`` (UnivFD): only the linear head trains, on the frozen tower's features.
+* ``effort`` (Effort, ICML 2025): every attention projection is split by SVD into a frozen principal
+  part and a trainable rank-1 residual (:mod:`dfdc.models.svd_residual`); the residual factors and the
+  head train. Its two losses, ``orthogonality`` and ``singular_values``, are off unless the model entry's
+  ``losses`` weighs them: the authors' released configurations train with both off.
 
 Everything outside those sets has ``requires_grad`` False from construction, and
 :meth:`ClipDetector.param_groups` hands the optimizer only what trains. The tower always runs in
@@ -29,10 +33,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dfdc.models.spec import DeepfakeModel, ModelOutput, ModelSpec
+from dfdc.models.svd_residual import decompose_attention, decomposed_state
 from dfdc.models.weights import WeightsError, timm_hub_check
 
 HEAD = "head"
-MODES = ("ln", "probe")
+MODES = ("ln", "probe", "effort")
+EFFORT_RANK = 1  # the residual's rank: r = width - 1 principal components stay frozen, as in the paper
+EFFORT_LOSSES = ("orthogonality", "singular_values")  # SVDResidualLinear's methods, weighed by `losses`
 TINY = "tiny"
 
 # tower: (timm architecture with published weights, or TINY: random init only; patch size)
@@ -53,13 +60,17 @@ CLIP_DETECTORS: dict[str, tuple[str, str]] = {
     "clip_vit_b16_probe": ("vit_b16", "probe"),
     "clip_vit_tiny_ln": ("vit_tiny", "ln"),
     "clip_vit_tiny_probe": ("vit_tiny", "probe"),
+    "clip_vit_l14_effort": ("vit_l14", "effort"),  # Effort
+    "clip_vit_b16_effort": ("vit_b16", "effort"),
+    "clip_vit_tiny_effort": ("vit_tiny", "effort"),
 }
 
 
 class ClipDetector(DeepfakeModel):
     """A CLIP ViT image tower (``backbone``, timm layout) and a linear ``head``: ``(B, 3, H, W)`` -> logits ``(B,)``.
 
-    ``mode`` ``ln`` trains the tower's LayerNorms and the head, ``probe`` the head alone. An input
+    ``mode`` ``ln`` trains the tower's LayerNorms and the head, ``probe`` the head alone, ``effort`` the
+    residual factors of the decomposed attention projections and the head. An input
     whose side is not a multiple of the patch size is zero-padded on the right and bottom to the
     tower's image size (the next multiple).
     """
@@ -78,6 +89,7 @@ class ClipDetector(DeepfakeModel):
         if mode == "ln":
             for p in layer_norm_parameters(backbone):
                 p.requires_grad_(True)
+        self.decomposed = decompose_attention(backbone, EFFORT_RANK) if mode == "effort" else []
         self.train()
 
     def features(self, x: Tensor) -> Tensor:
@@ -90,6 +102,19 @@ class ClipDetector(DeepfakeModel):
 
     def forward(self, x: Tensor) -> ModelOutput:
         return ModelOutput(self.head(self.drop(self.features(x))).squeeze(-1))  # (B, 1) -> (B,)
+
+    @property
+    def LOSSES(self) -> tuple[str, ...]:  # noqa: N802 - the class-level name of DeepfakeModel
+        return EFFORT_LOSSES if self.mode == "effort" else ()
+
+    def loss_terms(self, out: ModelOutput, batch: Any) -> dict[str, Tensor]:
+        """Effort's weighted orthogonality and singular-value losses, summed over the decomposed layers."""
+        terms = {}
+        for name, weight in self.loss_weights.items():
+            if weight > 0:
+                total = sum(getattr(layer, name)() for layer in self.decomposed)
+                terms[name] = (weight * total).to(out.logits.dtype)
+        return terms
 
     def param_groups(self, lr: float, weight_decay: float, backbone_lr_scale: float = 1.0) -> list[dict]:
         """Optimizer groups of the parameters that train, and of those only.
@@ -134,6 +159,8 @@ class ClipDetector(DeepfakeModel):
         else:
             tower, rest = state, {}
         tower = checkpoint_filter_fn(tower, self.backbone)
+        if self.mode == "effort":
+            tower = decomposed_state(tower, self.backbone, EFFORT_RANK)
         return {**{prefix + k: v for k, v in tower.items() if not _is_tower_head(k)}, **rest}
 
 
@@ -188,8 +215,10 @@ def _builder(name: str, tower: str, mode: str):
         return clip_detector(tower, mode, input_size=input_size, drop_rate=drop_rate,
                              drop_path_rate=drop_path_rate, hub=hub, name=name)
 
-    trains = "its LayerNorms and a linear head" if mode == "ln" else "a linear head alone"
+    trains = {"ln": "its LayerNorms and a linear head", "probe": "a linear head alone",
+              "effort": "the rank-1 SVD residuals of its attention projections and a linear head"}[mode]
     build.__doc__ = f"{name}: CLIP tower {TOWERS[tower][0]}, frozen but for {trains}."
+    build.losses = EFFORT_LOSSES if mode == "effort" else ()
     return build
 
 

@@ -75,6 +75,11 @@ def input_kind(name: str) -> str:
     return "clip" if takes_clips(_builder(name)) else "frame"
 
 
+def loss_names(name: str) -> tuple[str, ...]:
+    """The optional loss terms registered model ``name`` offers (its builder's ``losses``; nothing is built)."""
+    return tuple(getattr(_builder(name), "losses", ()))
+
+
 def _builder(name: str) -> Builder:
     _load_families()
     if name not in MODELS:

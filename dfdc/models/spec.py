@@ -101,6 +101,16 @@ class DeepfakeModel(nn.Module):
     """Base of every registered model: one fake logit per input, a spec, optional loss terms."""
 
     spec: ModelSpec
+    LOSSES: tuple[str, ...] = ()  # optional loss terms a model entry's `losses` may weigh (off by default)
+    loss_weights: dict[str, float] = {}  # shared empty default: set_losses gives a model its own
+
+    def set_losses(self, weights: dict[str, float]) -> None:
+        """Weigh the optional loss terms named in :attr:`LOSSES`; ValueError naming any other name."""
+        unknown = sorted(set(weights) - set(self.LOSSES))
+        if unknown:
+            raise ValueError(f"no loss term {', '.join(map(repr, unknown))} in this model (its optional terms: "
+                             f"{', '.join(self.LOSSES) or 'none'})")
+        self.loss_weights = {k: float(v) for k, v in weights.items()}
 
     def loss_terms(self, out: ModelOutput, batch: Any) -> dict[str, Tensor]:
         """Extra loss terms the training step adds to the split BCE (none by default)."""

@@ -66,6 +66,7 @@ def build_model(p: ModelParams, backbone: checkpoint.Checkpoint | None = None,
     weights, and another model's backbone if given."""
     model = create_model(p.arch, input_size=p.input_size, drop_rate=p.drop_rate, drop_path_rate=p.drop_path_rate,
                          pretrained=p.pretrained, **(clip or {}))
+    model.set_losses(p.losses)
     if backbone is not None:
         n = model.load_backbone(backbone.weights, f"backbone_from {backbone.name} ({backbone.path})")
         log.info("backbone: %d tensors from %s", n, backbone.path)

@@ -80,7 +80,7 @@ def _batch(size: int) -> Batch:
     return Batch(x=x, y=torch.tensor([0.0, 1.0, 0.0, 1.0]), idx=torch.arange(4))
 
 
-@pytest.mark.parametrize("name", ["clip_vit_tiny_ln", "clip_vit_tiny_probe"])
+@pytest.mark.parametrize("name", ["clip_vit_tiny_ln", "clip_vit_tiny_probe", "clip_vit_tiny_effort"])
 def test_a_training_step_changes_only_what_trains(name):
     torch.manual_seed(1)
     model = create_model(name, input_size=64, drop_rate=0.2).train()
@@ -197,7 +197,7 @@ def test_hub_weights_offline_fail_naming_the_model(offline_hub, name, hf_id):
     assert "HF_HUB_OFFLINE is set" in msg and "local weights file" in msg
 
 
-@pytest.mark.parametrize("name", ["clip_vit_tiny_ln", "clip_vit_tiny_probe"])
+@pytest.mark.parametrize("name", ["clip_vit_tiny_ln", "clip_vit_tiny_probe", "clip_vit_tiny_effort"])
 def test_tiny_rows_have_no_published_weights(offline_hub, name):
     with pytest.raises(WeightsError, match=f"^{name}: no weights are published.*local weights file"):
         create_model(name, pretrained="hub")
@@ -307,3 +307,70 @@ def test_a_file_missing_a_tower_tensor_fails(tmp_path):
     torch.save(state, path)
     with pytest.raises(RuntimeError, match="blocks.1.norm1.weight"):
         create_model("clip_vit_tiny_ln", input_size=64, pretrained=path)
+
+
+def test_effort_at_init_is_the_frozen_tower_and_only_residuals_and_head_train():
+    from dfdc.models.svd_residual import decomposed_state
+
+    torch.manual_seed(9)
+    model = create_model("clip_vit_tiny_effort", input_size=64).eval()
+    reference = create_model("clip_vit_tiny_probe", input_size=64).eval()
+    # the same tower weights in both: the probe's tower is the plain one Effort decomposed
+    plain = {k.removeprefix("backbone."): v for k, v in reference.state_dict().items() if k.startswith("backbone.")}
+    model.backbone.load_state_dict(decomposed_state(plain, model.backbone))
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model.features(x), reference.features(x), atol=1e-4)
+    residual = {f"backbone.blocks.{i}.attn.{n}.{f}" for i in range(TINY_DEPTH) for n in ("qkv", "proj")
+                for f in ("u", "s", "v")}
+    assert trainable(model) == residual | HEAD
+    assert group_names(model, model.param_groups(lr=1e-3, weight_decay=0.05)) == {"backbone": residual, "head": HEAD}
+    model.train()
+    model.set_losses({"orthogonality": 1.0, "singular_values": 0.1})
+    loss, terms = forward_loss(model, _batch(64), [], np.random.default_rng(0), torch.device("cpu"))
+    assert set(terms) == {"bce", "orthogonality", "singular_values"}
+    assert terms["orthogonality"] < 1e-4 and terms["singular_values"] < 1e-3  # zero at init
+    loss.backward()
+    got = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert got <= residual | HEAD and HEAD <= got and got & residual
+
+
+def test_effort_trains_about_0_2m_parameters_on_vit_l14():
+    with torch.device("meta"):
+        model = create_model("clip_vit_l14_effort", input_size=224)
+    trains = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert trains == 24 * 4 * (2 * 1024 + 1) + 1_025  # q, k, v and out of 24 blocks: 196,704 (+ the head)
+
+
+def test_effort_losses_are_switches_named_in_the_entry():
+    from dfdc.config.base import ParamsError, from_dict
+    from dfdc.config.train import TrainParams
+    from dfdc.models.registry import loss_names
+
+    assert loss_names("clip_vit_tiny_effort") == ("orthogonality", "singular_values")
+    assert loss_names("clip_vit_tiny_ln") == ()
+    model = create_model("clip_vit_tiny_effort", input_size=64)
+    assert model.loss_weights == {} and model.loss_terms(model(torch.zeros(1, 3, 64, 64)), None) == {}
+    entry = {"arch": "clip_vit_tiny_ln", "inputs": "crops", "losses": {"orthogonality": 1.0}}
+    with pytest.raises(ParamsError, match=r"p.yaml: train\.models\.c\.losses\.orthogonality: clip_vit_tiny_ln has "
+                                          "no such loss term"):
+        from_dict(TrainParams, {"models": {"c": entry}}, prefix="train", file="p.yaml")
+    entry = {"arch": "clip_vit_tiny_effort", "inputs": "crops", "losses": {"orthogonality": -1.0}}
+    with pytest.raises(ParamsError, match="must be finite and >= 0"):
+        from_dict(TrainParams, {"models": {"c": entry}}, prefix="train", file="p.yaml")
+
+
+def test_an_effort_checkpoint_and_a_plain_tower_file_load(tmp_path):
+    torch.manual_seed(10)
+    tower = clip_tower(64).eval()
+    path = tmp_path / "tower.pth"
+    torch.save(tower.state_dict(), path)
+    model = create_model("clip_vit_tiny_effort", input_size=64, pretrained=path).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model.features(x), tower.forward_head(tower.forward_features(x), pre_logits=True),
+                              atol=1e-4)
+    saved = tmp_path / "detector.pth"
+    torch.save(model.state_dict(), saved)
+    again = create_model("clip_vit_tiny_effort", input_size=64, pretrained=saved)
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())
