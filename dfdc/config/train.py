@@ -86,7 +86,8 @@ class ModelParams:
     sync_bn: bool = False  # batch-norm statistics over every process's batch (SyncBatchNorm; GPUs only)
     # one optimizer step every `accumulate` batches: the global batch is batch_size x processes x accumulate
     accumulate: int = rng(ge=1, default=1)
-    # weights of the architecture's optional loss terms (clip_vit_*_effort: orthogonality, singular_values)
+    # weights of the architecture's optional loss terms (clip_vit_*_effort: orthogonality, singular_values;
+    # clip_vit_*_ln and _effort: GenD's uniformity, alignment)
     losses: dict[str, float] = field(default_factory=dict)
 
 

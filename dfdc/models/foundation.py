@@ -10,6 +10,11 @@ Three tuning modes, the mechanisms behind the strongest published cross-dataset 
   head train. Its two losses, ``orthogonality`` and ``singular_values``, are off unless the model entry's
   ``losses`` weighs them: the authors' released configurations train with both off.
 
+Under ``ln`` and ``effort`` the entry's ``losses`` may also weigh GenD's feature losses on the
+L2-normalised class-token features (:mod:`dfdc.models.losses`), over the global batch under DDP:
+``uniformity`` (GenD: 0.5) and label-aware ``alignment`` (GenD: 0.1). The head reads the features as
+before (not normalised); only the losses see them on the sphere.
+
 Everything outside those sets has ``requires_grad`` False from construction, and
 :meth:`ClipDetector.param_groups` hands the optimizer only what trains. The tower always runs in
 eval mode, so a frozen or LayerNorm-tuned tower computes the features it was pretrained to; the
@@ -32,6 +37,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dfdc.models.losses import alignment, gather_batch, uniformity
 from dfdc.models.spec import DeepfakeModel, ModelOutput, ModelSpec
 from dfdc.models.svd_residual import decompose_attention, decomposed_state
 from dfdc.models.weights import WeightsError, timm_hub_check
@@ -40,6 +46,12 @@ HEAD = "head"
 MODES = ("ln", "probe", "effort")
 EFFORT_RANK = 1  # the residual's rank: r = width - 1 principal components stay frozen, as in the paper
 EFFORT_LOSSES = ("orthogonality", "singular_values")  # SVDResidualLinear's methods, weighed by `losses`
+FEATURE_LOSSES = ("uniformity", "alignment")  # GenD's, on the L2-normalised features (GenD weighs 0.5, 0.1)
+
+
+def mode_losses(mode: str) -> tuple[str, ...]:
+    """The optional loss terms of a tuning mode: none for the probe (its features never change)."""
+    return {"ln": FEATURE_LOSSES, "effort": EFFORT_LOSSES + FEATURE_LOSSES}.get(mode, ())
 TINY = "tiny"
 
 # tower: (timm architecture with published weights, or TINY: random init only; patch size)
@@ -101,19 +113,26 @@ class ClipDetector(DeepfakeModel):
         return self.backbone(x)
 
     def forward(self, x: Tensor) -> ModelOutput:
-        return ModelOutput(self.head(self.drop(self.features(x))).squeeze(-1))  # (B, 1) -> (B,)
+        features = self.features(x)
+        return ModelOutput(self.head(self.drop(features)).squeeze(-1), {"features": features})  # (B, 1) -> (B,)
 
     @property
     def LOSSES(self) -> tuple[str, ...]:  # noqa: N802 - the class-level name of DeepfakeModel
-        return EFFORT_LOSSES if self.mode == "effort" else ()
+        return mode_losses(self.mode)
 
     def loss_terms(self, out: ModelOutput, batch: Any) -> dict[str, Tensor]:
-        """Effort's weighted orthogonality and singular-value losses, summed over the decomposed layers."""
-        terms = {}
-        for name, weight in self.loss_weights.items():
-            if weight > 0:
+        """The weighted optional losses: Effort's summed over the decomposed layers, GenD's over the features
+        of the global batch (every rank's, gathered)."""
+        terms: dict[str, Tensor] = {}
+        weights = {k: w for k, w in self.loss_weights.items() if w > 0}
+        if set(weights) & set(FEATURE_LOSSES):
+            z, y = gather_batch(F.normalize(out.aux["features"].float(), dim=-1), batch.y)
+        for name, weight in weights.items():
+            if name in EFFORT_LOSSES:
                 total = sum(getattr(layer, name)() for layer in self.decomposed)
-                terms[name] = (weight * total).to(out.logits.dtype)
+            else:
+                total = uniformity(z) if name == "uniformity" else alignment(z, y)
+            terms[name] = (weight * total).float()
         return terms
 
     def param_groups(self, lr: float, weight_decay: float, backbone_lr_scale: float = 1.0) -> list[dict]:
@@ -218,7 +237,7 @@ def _builder(name: str, tower: str, mode: str):
     trains = {"ln": "its LayerNorms and a linear head", "probe": "a linear head alone",
               "effort": "the rank-1 SVD residuals of its attention projections and a linear head"}[mode]
     build.__doc__ = f"{name}: CLIP tower {TOWERS[tower][0]}, frozen but for {trains}."
-    build.losses = EFFORT_LOSSES if mode == "effort" else ()
+    build.losses = mode_losses(mode)
     return build
 
 

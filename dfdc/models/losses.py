@@ -1,6 +1,8 @@
 """Training losses."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -35,3 +37,44 @@ def split_bce(logits: Tensor, targets: Tensor, bounds: tuple[float, float] = (0.
         raise ValueError(f"totals {tuple(totals)} (reals, fakes) count fewer samples than this batch's {counts}")
     present = [(mask, n) for mask, n in zip((~fake, fake), totals) if n > 0]
     return torch.stack([loss[mask].sum() / n for mask, n in present]).sum() / len(present)
+
+
+def gather_batch(z: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """``z`` and ``y`` of every rank of the default process group, concatenated in rank order (``z`` keeps
+    its gradient: each rank's share flows back to that rank); unchanged outside a process group."""
+    import torch.distributed as tdist
+
+    if not (tdist.is_available() and tdist.is_initialized()) or tdist.get_world_size() == 1:
+        return z, y
+    from torch.distributed.nn.functional import all_gather
+
+    ys = [torch.empty_like(y) for _ in range(tdist.get_world_size())]
+    tdist.all_gather(ys, y.contiguous())
+    return torch.cat(all_gather(z.contiguous())), torch.cat(ys)
+
+
+def uniformity(z: Tensor, t: float = 2.0) -> Tensor:
+    """Wang and Isola's uniformity of L2-normalised features ``z (N, D)``: log of the mean of
+    ``exp(-t ‖zᵢ - zⱼ‖²)`` over the pairs i < j (0 for fewer than two)."""
+    if len(z) < 2:
+        return z.sum() * 0
+    d2 = _pair_distances(z)
+    return torch.logsumexp(-t * d2, dim=0) - math.log(d2.numel())
+
+
+def alignment(z: Tensor, y: Tensor) -> Tensor:
+    """Label-aware alignment: the mean ``‖zᵢ - zⱼ‖²`` over the pairs i < j of the same class (``y >= 0.5``:
+    fake) of L2-normalised features ``z`` (0 when no two samples share a class)."""
+    fake = y >= 0.5
+    d2 = [_pair_distances(z[mask]) for mask in (~fake, fake) if int(mask.sum()) > 1]
+    if not d2:
+        return z.sum() * 0
+    return torch.cat(d2).mean()
+
+
+def _pair_distances(z: Tensor) -> Tensor:
+    """``‖zᵢ - zⱼ‖²`` for i < j, from the Gram matrix (finite gradients where two features coincide)."""
+    z = z.float()
+    sq = (z * z).sum(dim=1)
+    i, j = torch.triu_indices(len(z), len(z), offset=1, device=z.device)
+    return (sq[i] + sq[j] - 2 * (z[i] * z[j]).sum(dim=1)).clamp(min=0)

@@ -101,12 +101,13 @@ def global_batch(prep, n: int) -> Batch:
     return collate([data.dataset[int(i)] for i in order])
 
 
-def one_step(batches, ctx: dist.Ctx | None = None,
-             arch: str = GRAD_ARCH) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], float]:
-    """(gradients, weights after the update, loss) of one train_step from the seed-0 model, DDP-wrapped on
-    ``ctx``'s ranks if given."""
+def one_step(batches, ctx: dist.Ctx | None = None, arch: str = GRAD_ARCH,
+             losses: dict[str, float] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], float]:
+    """(gradients, weights after the update, loss) of one train_step from the seed-0 model (with the optional
+    ``losses`` weighed), DDP-wrapped on ``ctx``'s ranks if given."""
     torch.manual_seed(0)
     raw = create_model(arch, input_size=32)
+    raw.set_losses(losses or {})
     p = tiny_params(arch=arch, lr=1e-2, schedule="constant")
     opt = make_optimizer(raw, p)
     sched = make_schedule(opt, p, 1)
@@ -124,6 +125,15 @@ def _grad_worker(ctx: dist.Ctx, batch: Batch, out: Path) -> None:
     acc_grads, acc_weights, acc_loss = one_step([take(batch, m) for m in micro], ctx)
     torch.save({"labels": batch.y[mine].tolist(), "grads": grads, "weights": weights, "loss": loss,
                 "acc_grads": acc_grads, "acc_weights": acc_weights, "acc_loss": acc_loss}, out / f"rank{ctx.rank}.pt")
+
+
+GEND = {"uniformity": 0.5, "alignment": 0.1}  # GenD's weights
+
+
+def _gend_worker(ctx: dist.Ctx, batch: Batch, out: Path) -> None:
+    grads, weights, loss = one_step(take(batch, shard_indices(np.arange(len(batch)), ctx.rank, ctx.world)), ctx,
+                                    losses=GEND)
+    torch.save({"grads": grads, "weights": weights, "loss": loss}, out / f"gend{ctx.rank}.pt")
 
 
 def _bn_worker(ctx: dist.Ctx, batch: Batch, out: Path) -> None:
@@ -156,6 +166,19 @@ def test_two_ranks_at_batch_b_step_as_one_process_at_2b(tiny_prep, tmp_path):
     print(f"\nDDP 2 x {BATCH} vs 1 x {2 * BATCH}: max |grad diff| {max_diff(ranks[0]['grads'], grads):.3g}, "
           f"under accumulate 2: {max_diff(ranks[0]['acc_grads'], grads):.3g}; |loss diff| "
           f"{max(abs(r[k] - loss) for r in ranks for k in ('loss', 'acc_loss')):.3g}")
+
+
+def test_gend_feature_losses_are_over_the_global_batch_under_ddp(tiny_prep, tmp_path):
+    """Uniformity and alignment on two ranks at B are those of one process at 2B: every rank's features are
+    gathered (with their gradients), not each rank's half on its own."""
+    batch = global_batch(tiny_prep, 2 * BATCH)
+    run_ranks(_gend_worker, batch, tmp_path)
+    grads, weights, loss = one_step(batch, losses=GEND)
+    plain = one_step(batch)[2]
+    for r in (torch.load(tmp_path / f"gend{r}.pt", weights_only=True) for r in range(WORLD)):
+        assert max_diff(r["grads"], grads) < GRAD_TOL and max_diff(r["weights"], weights) < GRAD_TOL
+        assert r["loss"] == pytest.approx(loss, abs=LOSS_TOL)
+    assert abs(loss - plain) > 1e-3  # the feature losses are in the compared loss
 
 
 def test_accumulating_two_batches_of_b_steps_as_one_batch_of_2b(tiny_prep):

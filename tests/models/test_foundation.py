@@ -347,8 +347,8 @@ def test_effort_losses_are_switches_named_in_the_entry():
     from dfdc.config.train import TrainParams
     from dfdc.models.registry import loss_names
 
-    assert loss_names("clip_vit_tiny_effort") == ("orthogonality", "singular_values")
-    assert loss_names("clip_vit_tiny_ln") == ()
+    assert loss_names("clip_vit_tiny_effort") == ("orthogonality", "singular_values", "uniformity", "alignment")
+    assert loss_names("clip_vit_tiny_ln") == ("uniformity", "alignment") and loss_names("clip_vit_tiny_probe") == ()
     model = create_model("clip_vit_tiny_effort", input_size=64)
     assert model.loss_weights == {} and model.loss_terms(model(torch.zeros(1, 3, 64, 64)), None) == {}
     entry = {"arch": "clip_vit_tiny_ln", "inputs": "crops", "losses": {"orthogonality": 1.0}}
@@ -374,3 +374,17 @@ def test_an_effort_checkpoint_and_a_plain_tower_file_load(tmp_path):
     torch.save(model.state_dict(), saved)
     again = create_model("clip_vit_tiny_effort", input_size=64, pretrained=saved)
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def test_gend_feature_losses_train_the_layernorms():
+    torch.manual_seed(11)
+    model = create_model("clip_vit_tiny_ln", input_size=64).train()
+    model.set_losses({"uniformity": 0.5, "alignment": 0.1})
+    loss, terms = forward_loss(model, _batch(64), [], np.random.default_rng(0), torch.device("cpu"))
+    assert set(terms) == {"bce", "uniformity", "alignment"} and terms["uniformity"] < 0 <= terms["alignment"]
+    model.zero_grad()
+    total = sum(v for k, v in model.loss_terms(model(torch.randn(4, 3, 64, 64)), _batch(64)).items())
+    total.backward()  # the feature losses alone reach the tower's LayerNorms and not the head
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters()
+               if p.requires_grad and not n.startswith("head"))
+    assert model.head.weight.grad is None

@@ -65,3 +65,32 @@ def test_finite_for_extreme_logits():
 def test_shape_mismatch_rejected():
     with pytest.raises(ValueError, match=r"\(B,\)"):
         split_bce(torch.zeros(4, 1), torch.zeros(4))
+
+
+def test_uniformity_and_alignment_on_known_features():
+    from dfdc.models.losses import alignment, uniformity
+
+    e = torch.eye(3)  # three orthonormal features: every pair 2 apart (squared)
+    assert float(uniformity(e)) == pytest.approx(-4.0)  # log mean exp(-2 * 2)
+    same = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    assert float(uniformity(same)) == pytest.approx(math.log((1 + 2 * math.exp(-4.0)) / 3))
+    y = torch.tensor([0.0, 0.0, 1.0])
+    assert float(alignment(same, y)) == 0.0  # the two reals coincide; the fake has no partner
+    assert float(alignment(e, torch.tensor([0.0, 1.0, 1.0]))) == pytest.approx(2.0)
+    assert float(uniformity(e[:1])) == 0.0 and float(alignment(e, torch.tensor([0.0, 1.0, 0.9]))) == pytest.approx(2.0)
+
+
+def test_feature_losses_have_finite_gradients_where_features_coincide():
+    from dfdc.models.losses import alignment, uniformity
+
+    z = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.6, 0.8]], requires_grad=True)
+    (uniformity(z) + alignment(z, torch.tensor([1.0, 1.0, 0.0]))).backward()
+    assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+
+
+def test_gather_batch_is_the_identity_outside_a_process_group():
+    from dfdc.models.losses import gather_batch
+
+    z, y = torch.randn(4, 3), torch.tensor([0.0, 1.0, 1.0, 0.0])
+    gz, gy = gather_batch(z, y)
+    assert gz is z and gy is y
