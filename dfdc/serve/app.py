@@ -88,6 +88,8 @@ def create_app(detector: Any, *, max_upload: int = 200 * 2**20, queue: int = 10,
             return JSONResponse(body)
         except UploadError as e:
             return error(e.status, e.message)
+        except Exception as e:  # noqa: BLE001 - the client gets a sentence, the server goes on
+            return error(500, f"the server could not score it: {type(e).__name__}: {e}")
         finally:
             state["held"] -= 1
             if upload is not None:

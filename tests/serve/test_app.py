@@ -149,3 +149,37 @@ def test_binds_to_this_machine_only_by_default(server):
                  if line.split()[1].endswith(":" + port_hex) and line.split()[3] == "0A"]
     assert listening == [f"0100007F:{port_hex}"]  # 127.0.0.1, not 0.0.0.0
     assert f"http://127.0.0.1:{server.port}/" in server.log.read_text()
+
+
+def test_a_scoring_failure_is_a_500_with_a_sentence_and_the_upload_is_deleted(tmp_path, odd_inputs, monkeypatch):
+    import tempfile
+    import time
+
+    import uvicorn
+    from serve_helpers import free_port
+
+    from dfdc.serve.app import create_app
+
+    class Broken:
+        def describe(self) -> dict:
+            return {"models": []}
+
+        def score(self, *args, **kwargs):
+            raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(Broken()), host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        with open(odd_inputs / "portrait.mp4", "rb") as f:
+            r = requests.post(f"http://127.0.0.1:{port}/score", files={"file": ("a.mp4", f)}, timeout=30)
+        assert r.status_code == 500
+        assert r.json()["error"] == "the server could not score it: RuntimeError: out of memory"
+        assert [p for folder in tmp_path.glob("dfdc-serve-*") for p in folder.iterdir()] == []
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
