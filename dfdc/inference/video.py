@@ -111,9 +111,6 @@ def _data_url(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(png.tobytes()).decode("ascii")
 
 
-Source = "str | Path | np.ndarray"  # what :func:`score_stream` scores: a file, or frames in memory
-
-
 def _name(source) -> str:
     return "array" if isinstance(source, np.ndarray) else Path(source).name
 
