@@ -31,9 +31,15 @@ def test_upload_the_ffpp_fake_and_see_verdict_plot_and_faces(browser, server, ff
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(server.url)
     page.wait_for_function("document.getElementById('about').textContent.includes('tiny')")
+    page.evaluate("""() => {  // remember whether the progress bar showed, however fast the scoring is
+        window.sawProgress = false;
+        const bar = document.getElementById('progress');
+        new MutationObserver(() => { if (!bar.classList.contains('hidden')) window.sawProgress = true; })
+            .observe(bar, {attributes: true});
+    }""")
     page.set_input_files("#file", str(fake))
-    page.wait_for_selector("#progress:not(.hidden)", state="attached")
     page.wait_for_selector("#result:not(.hidden)", timeout=240_000)
+    assert page.evaluate("window.sawProgress")
     verdict = page.inner_text("#verdict")
     assert verdict.startswith(("FAKE: P(fake) = ", "REAL: P(fake) = ")), verdict
     assert fake.name in page.inner_text("#detail")
