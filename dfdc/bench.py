@@ -311,3 +311,50 @@ def format_clip_models_table(rows: list[dict]) -> str:
         lines.append(f"| {r['model']} | {r['clip_len']} x {r['size']} | {r['trained']} | {r['params_m']:.1f} | "
                      f"{r['clips_per_s']:.1f} |")
     return "\n".join(lines)
+
+
+def bench_landmarks(crops_table: str | Path = "data/crops.parquet", faces: str | Path = "data/faces.parquet",
+                    index: str | Path = "data/index.parquet", n: int = 400, heights: tuple[int, ...] = (1080,)) -> list[dict]:
+    """dlib's 68 points per crop (the `landmarks` stage's work, one thread): on ``n`` stored crops as they are, and
+    the same crops resized as if cut from a video of each of ``heights`` (box and pixels scaled by height / the
+    video's height). Reading the crop is not timed; the fit, the 5-point check and the table row are."""
+    from dfdc.faces.landmarks import DensePredictor, face_boxes_in_crops, five_point_error
+    from dfdc.preprocess.columns import LANDMARK_COLUMNS
+    from dfdc.store import ShardReader, decode_png
+
+    crops_table = Path(crops_table)
+    crops = pd.read_parquet(crops_table)
+    crops = crops.iloc[np.linspace(0, len(crops) - 1, min(n, len(crops))).astype(int)].reset_index(drop=True)
+    boxes = face_boxes_in_crops(crops, pd.read_parquet(faces))
+    video_h = crops["original"].map(pd.read_parquet(index).set_index("video")["height"]).to_numpy(np.float64)
+    reader = ShardReader(crops_table.with_suffix(""))
+    images = [decode_png(reader.get(s, k)) for s, k in zip(crops["shard"], crops["key"])]
+    reader.close()
+    five = crops[LANDMARK_COLUMNS].to_numpy(np.float64).reshape(-1, 5, 2)
+    predictor = DensePredictor()
+    cv2.setNumThreads(1)
+    rows = []
+    for target in (None, *heights):
+        scale = np.ones(len(crops)) if target is None else target / video_h
+        inputs = [(cv2.resize(im, None, fx=s, fy=s, interpolation=cv2.INTER_CUBIC) if s != 1 else im, b * s, f * s)
+                  for im, b, f, s in zip(images, boxes, five, scale)]
+        times, errors = [], []
+        for im, b, f in inputs:
+            t0 = time.perf_counter()
+            errors.append(five_point_error(predictor(im, b), f))
+            times.append(time.perf_counter() - t0)
+        sides = np.array([max(im.shape[:2]) for im, _, _ in inputs])
+        rows.append({"size": "as stored" if target is None else f"{target}p", "crops": len(inputs),
+                     "crop_px_median": float(np.median(sides)), "ms_median": 1e3 * float(np.median(times)),
+                     "ms_mean": 1e3 * float(np.mean(times)), "fits_ok": float(np.mean(np.array(errors) <= 0.35))})
+    return rows
+
+
+def format_landmarks_table(rows: list[dict]) -> str:
+    """The :func:`bench_landmarks` rows as a markdown table."""
+    lines = ["| crops | n | crop side px (median) | ms per crop, median / mean | crops per s, one thread | fits kept |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['size']} | {r['crops']} | {r['crop_px_median']:.0f} | {r['ms_median']:.2f} / "
+                     f"{r['ms_mean']:.2f} | {1e3 / r['ms_mean']:.0f} | {r['fits_ok']:.1%} |")
+    return "\n".join(lines)

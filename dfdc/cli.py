@@ -100,6 +100,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         print(format_clip_models_table(bench_clip_models()))
         return 0
+    if args.what == "landmarks":
+        from dfdc.bench import bench_landmarks, format_landmarks_table
+
+        crops = Path(args.roots[0]) if args.roots else Path("data/crops.parquet")
+        print(format_landmarks_table(bench_landmarks(crops, crops.parent / "faces.parquet",
+                                                     crops.parent / "index.parquet")))
+        return 0
     if args.what == "scale":
         from dfdc.bench_scale import bench_scale, format_scale
 
@@ -372,8 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("bench", help="benchmark a part of the pipeline against its baseline")
-    p.add_argument("what", choices=["preprocess", "clips", "clip-models", "predict", "scale"])
-    p.add_argument("roots", nargs="*", help="dataset roots (default: data/sample and ../shared/data/ffpp)")
+    p.add_argument("what", choices=["preprocess", "clips", "clip-models", "predict", "scale",
+                                           "landmarks"])
+    p.add_argument("roots", nargs="*", help="dataset roots (default: data/sample and ../shared/data/ffpp); "
+                                            "landmarks: a crops table (default data/crops.parquet)")
     p.add_argument("--every", type=_positive, help="preprocess: detect every N-th frame (default: detect.every)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--frames", type=_positive, default=32, help="predict: frames per video")

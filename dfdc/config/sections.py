@@ -13,12 +13,13 @@ from dfdc.config.detect import DetectParams
 from dfdc.config.evaluate import EvaluateParams
 from dfdc.config.folds import FoldsParams
 from dfdc.config.index import IndexParams
+from dfdc.config.landmarks import LandmarksParams
 from dfdc.config.predict import PredictParams
 from dfdc.config.sample import SampleParams
 from dfdc.config.train import TrainParams
 
 SECTIONS: dict[str, type] = {cls.SECTION: cls for cls in (
-    SampleParams, DataParams, IndexParams, DetectParams, CropsParams, ClipsParams, FoldsParams,
+    SampleParams, DataParams, IndexParams, DetectParams, CropsParams, LandmarksParams, ClipsParams, FoldsParams,
     TrainParams, PredictParams, DegradeParams, EvaluateParams)}
 
 
