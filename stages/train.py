@@ -21,6 +21,7 @@ from dfdc.folds import unseen_videos
 from dfdc.models import checkpoint
 from dfdc.store import read_meta, write_json
 from dfdc.train import dist
+from dfdc.train.data import uses_dense_landmarks
 from dfdc.train.loop import TrainJob, train_model
 
 
@@ -31,6 +32,8 @@ def main() -> int:
     ap.add_argument("--inputs", required=True, help="the table of what the model reads: crops or clips")
     ap.add_argument("--inputs-dir", required=True, help="its shards")
     ap.add_argument("--folds", default="data/folds.parquet")
+    ap.add_argument("--landmarks", help="the landmarks stage's 68 points of the crops (entries with face_region: "
+                    "hull that black out half faces or self-blend)")
     ap.add_argument("--backbone", help="checkpoint of the model named by backbone_from (train.stacked)")
     ap.add_argument("--out-dir", required=True)
     ap.add_argument("--metrics", required=True)
@@ -77,7 +80,8 @@ def _train(args: argparse.Namespace, train: TrainParams, ctx: dist.Ctx) -> int:
     job = TrainJob(args.model, p, pd.read_parquet(args.inputs), folds, args.inputs_dir, args.out_dir,
                    holdout=folds_p.holdout, leave_out=folds_p.leave_out, scoring=PredictParams.load(args.params),
                    preprocess={k: v for k, v in meta.items() if k != "data"}, data_info=meta.get("data"),
-                   backbone=backbone, live_dir=args.live_dir, device=train.device)
+                   backbone=backbone, live_dir=args.live_dir, device=train.device,
+                   landmarks=pd.read_parquet(args.landmarks) if args.landmarks and uses_dense_landmarks(p) else None)
     result = train_model(job)
     if ctx.is_main:
         write_json(result, args.metrics)

@@ -33,7 +33,8 @@ def test_a_stale_list_is_found_and_rewritten(tmp_path, capsys):
     shutil.copytree(REPO / "dfdc", copy / "dfdc", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "stages", copy / "stages", ignore=shutil.ignore_patterns("__pycache__"))
     text = (REPO / "dvc.yaml").read_text()
-    (copy / "dvc.yaml").write_text(text.replace("dfdc/masks.py, ", "", 1))
+    assert "dfdc/masks.py," in text
+    (copy / "dvc.yaml").write_text(text.replace("dfdc/masks.py,", "", 1))
     assert main(["deps", "--dvc-yaml", str(copy / "dvc.yaml")]) == 1
     assert "run `dfdc deps --write`" in capsys.readouterr().err
     assert main(["deps", "--write", "--dvc-yaml", str(copy / "dvc.yaml")]) == 0

@@ -60,12 +60,15 @@ class ModelParams:
     input_size: int = rng(ge=16, default=224)
     epochs: int = rng(ge=1, default=10)
     batch_size: int = rng(ge=2, default=16)
-    optimizer: Literal["adamw", "sgd"] = "adamw"
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"  # adam: weight decay as an L2 term (Effort's release)
     lr: float = rng(gt=0, default=1e-3)
     backbone_lr_scale: float = rng(ge=0, le=1, default=1.0)  # backbone lr = lr x this; 0 freezes the backbone
     weight_decay: float = rng(ge=0, default=1e-4)
     momentum: float = rng(ge=0, le=1, default=0.9)
-    schedule: Literal["onecycle", "poly", "constant"] = "onecycle"
+    schedule: Literal["onecycle", "poly", "constant", "cosine"] = "onecycle"
+    # cosine: from lr down to min_lr over cycle_epochs, restarting (GenD: 10, min_lr 1e-6); 0: one cycle
+    cycle_epochs: int = rng(ge=0, default=0)
+    min_lr: float = rng(ge=0, default=0.0)
     drop_rate: float = rng(ge=0, le=1, default=0.0)
     drop_path_rate: float = rng(ge=0, le=1, default=0.0)
     pretrained: str | None = None  # a local weights file, or "hub": the architecture's published weights
@@ -79,6 +82,10 @@ class ModelParams:
     # the fakes it learns from: the dataset's, self-blended pseudo-fakes made from its real crops
     # (Shiohara and Yamasaki 2022), or both (frame models only)
     fakes: Literal["dataset", "self_blended", "both"] = "dataset"
+    # the face region of the half-face blackout and the self-blend: "hull", from dlib's 68 points (the
+    # landmarks stage), as the 1st place and SBI had it, or "ellipse", from MTCNN's 5 points (a crop
+    # whose 68-point fit failed always falls back to it)
+    face_region: Literal["hull", "ellipse"] = "hull"
     seed: int = 0
     workers: int = rng(ge=0, default=0)
     # processes (GPUs) on this machine: stages/train.py relaunches itself under torchrun (DDP) when > 1

@@ -4,9 +4,10 @@ Landmarks are ``(5, 2)`` xy pixel coordinates in the crop, MTCNN's order: left e
 right eye, nose, left and right mouth corner. The 1st place's code
 (``training/datasets/classifier_dataset.py``) removes the eyes, the nose or the
 mouth along lines between landmarks dilated by a quarter (a third for the mouth)
-of their length; blacks out half of the face region (its 68-point dlib outline:
-here an ellipse derived from the 5 landmarks, :func:`face_ellipse`, which the
-self-blended images share); and blacks out a half or a quadrant pair of the crop,
+of their length; blacks out half of the face region (the polygon of dlib's 68 points
+along the jaw and the brows, :func:`outline_region`, from the `landmarks` stage; a crop
+whose dense fit failed falls back to an ellipse derived from the 5 landmarks,
+:func:`face_ellipse`); and blacks out a half or a quadrant pair of the crop,
 accepting the cut on a fake only while enough of its SSIM difference mask stays
 visible. Every function draws from the ``numpy`` generator it is given.
 """
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from dfdc.faces.landmarks import OUTLINE, valid_dense
 
 PARTS = ("eyes", "nose", "mouth")
 DIFF_THRESHOLD = 0.4 * 255  # the 1st place: a diff pixel counts as manipulated above this
@@ -74,9 +77,19 @@ def landmark_part(rng: np.random.Generator) -> str | None:
     return None
 
 
-def half_face(landmarks: np.ndarray, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """Boolean mask of one half (upper, lower, left or right, cut through its centroid) of the face region."""
-    region = face_ellipse(landmarks, shape)
+def outline_region(dense: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Boolean ``shape`` mask of the polygon of the jaw line and the brows (68 points 0-16, then 26 down to 17):
+    the face region of the 1st place's ``blackout_convex_hull``."""
+    mask = np.zeros(shape, np.uint8)
+    cv2.fillPoly(mask, [np.round(np.asarray(dense, np.float64)[OUTLINE]).astype(np.int32)], 1)
+    return mask.astype(bool)
+
+
+def half_face(landmarks: np.ndarray | None, shape: tuple[int, int], rng: np.random.Generator,
+              dense: np.ndarray | None = None) -> np.ndarray:
+    """Boolean mask of one half (upper, lower, left or right, cut through its centroid) of the face region: the
+    68 points' outline (:func:`outline_region`) with ``dense``, else the 5-point ellipse."""
+    region = outline_region(dense, shape) if valid_dense(dense) else face_ellipse(landmarks, shape)
     ys, xs = np.nonzero(region)
     if len(ys) == 0:
         return region
@@ -143,8 +156,8 @@ def diff_cut(image: np.ndarray, diff: np.ndarray | None, fake: bool, rng: np.ran
 class Cutout:
     """The 1st place's dropouts as one draw per crop: probabilities of each (0: off).
 
-    ``landmarks``: remove a face part (:func:`landmark_part`); otherwise ``half_face``: black out
-    half of the face region; then, independently, ``diff``: a diff-guided cut (:func:`diff_cut`).
+    ``landmarks``: remove a face part (:func:`landmark_part`, at the 5 points); otherwise ``half_face``: black
+    out half of the face region (:func:`half_face`: the 68 points' outline, or the 5-point ellipse); then, independently, ``diff``: a diff-guided cut (:func:`diff_cut`).
     """
 
     landmarks: float = 0.0
@@ -160,17 +173,18 @@ class Cutout:
         return self.landmarks > 0 or self.half_face > 0
 
     def drop_mask(self, image: np.ndarray, landmarks: np.ndarray | None, diff: np.ndarray | None, fake: bool,
-                  rng: np.random.Generator) -> np.ndarray:
-        """Boolean mask of the pixels to black out (all False: nothing)."""
+                  rng: np.random.Generator, dense: np.ndarray | None = None) -> np.ndarray:
+        """Boolean mask of the pixels to black out (all False: nothing); ``dense``: the crop's 68 points."""
         shape = image.shape[:2]
         drop = np.zeros(shape, bool)
         has_lm = valid_landmarks(landmarks)
+        has_dense = valid_dense(dense)
         if self.landmarks > 0 and rng.random() < self.landmarks:
             part = landmark_part(rng)
             if part is not None and has_lm:
                 drop |= part_mask(landmarks, shape, part)
-        elif self.half_face > 0 and rng.random() < self.half_face and has_lm:
-            drop |= half_face(landmarks, shape, rng)
+        elif self.half_face > 0 and rng.random() < self.half_face and (has_lm or has_dense):
+            drop |= half_face(landmarks, shape, rng, dense if has_dense else None)
         if self.diff > 0 and rng.random() < self.diff:
             visible = diff if diff is None else np.where(drop, 0, diff)
             keep = diff_cut(np.where(drop[..., None], 0, image), visible, fake, rng)

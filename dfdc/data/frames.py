@@ -11,6 +11,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from dfdc.data.faceparts import valid_landmarks
 from dfdc.data.sbi import self_blend
+from dfdc.faces.landmarks import POINTS, table_dense, valid_dense
 from dfdc.store import ShardReader, decode_png
 
 Transform = Callable[..., dict[str, Any]]
@@ -102,7 +103,9 @@ class FrameDataset(ShardDataset):
     ``mask``); a fake's SSIM difference mask is read from the shard its row's ``mask``
     column names ('' when it has none). Rows whose ``self_blend`` column is true are real crops turned
     into self-blended pseudo-fakes (:func:`dfdc.data.sbi.self_blend`) before the
-    transform; their label must be 1. Draws of both are seeded by the epoch's seed
+    transform; their label must be 1. With the 68 dense landmarks in the table (the ``dx0`` ... ``dy67``
+    columns of the `landmarks` stage; NaN for a crop whose fit failed), the half-face blackout and the
+    self-blend take the face region from them, and they follow the transform as keypoints too. Draws of both are seeded by the epoch's seed
     (:meth:`set_random_seed`) and the row, so a resumed run repeats them.
     """
 
@@ -120,6 +123,8 @@ class FrameDataset(ShardDataset):
         if self.blend is not None and (self.labels[self.blend] != 1).any():
             raise ValueError("self-blended rows are pseudo-fakes: their label must be 1")
         self.landmarks = table_landmarks(table) if (self.cutout is not None or self.blend is not None) else None
+        wants_dense = self.blend is not None or (self.cutout is not None and self.cutout.half_face > 0)
+        self.dense = table_dense(table) if wants_dense else None
         if self.cutout is not None and self.cutout.needs_landmarks and self.landmarks is None:
             raise ValueError(f"cutout of face parts needs the landmark columns {LANDMARKS[0]}..{LANDMARKS[-1]}")
         if self.cutout is not None and self.cutout.diff > 0 and "mask" not in table.columns:
@@ -144,16 +149,20 @@ class FrameDataset(ShardDataset):
         item: dict[str, Any] = {"y": float(self.labels[i]), "idx": i}
         rng = np.random.default_rng([self._epoch_seed, i]) if (self.cutout or self.blend is not None) else None
         landmarks = None if self.landmarks is None else self.landmarks[i]
+        dense = None if self.dense is None else self.dense[i]
         if self.blend is not None and self.blend[i]:
-            image, _ = self_blend(image, landmarks, rng, self.margin)
+            image, _ = self_blend(image, landmarks, rng, self.margin, dense=dense)
         targets: dict[str, Any] = {"image": image}
         if self.aligned:
             targets["image2"] = self.read(self.orig_shards[i], self.orig_keys[i])
         diff = None
         if self.cutout is not None:
             diff = self._diff(i) if self.cutout.diff > 0 and self.labels[i] == 1 else None
-            has_lm = valid_landmarks(landmarks)
-            targets["keypoints"] = landmarks if has_lm else np.zeros((5, 2))
+            has_lm, has_dense = valid_landmarks(landmarks), valid_dense(dense)
+            points = [landmarks if has_lm else np.zeros((5, 2))]
+            if self.dense is not None:
+                points.append(dense if has_dense else np.zeros((POINTS, 2)))
+            targets["keypoints"] = np.concatenate(points)
             targets["mask"] = diff if diff is not None and diff.shape == image.shape[:2] else \
                 np.zeros(image.shape[:2], np.uint8)
         if self.transform is not None:
@@ -163,9 +172,11 @@ class FrameDataset(ShardDataset):
             out = targets
         image = out["image"]
         if self.cutout is not None:
-            moved = np.asarray(out["keypoints"], dtype=np.float64)[:, :2] if has_lm else None
+            points = np.asarray(out["keypoints"], dtype=np.float64)[:, :2]
+            moved = points[:5] if has_lm else None
+            moved_dense = points[5:] if has_dense else None
             drop = self.cutout.drop_mask(image, moved, out["mask"] if diff is not None else None,
-                                         self.labels[i] == 1, rng)
+                                         self.labels[i] == 1, rng, dense=moved_dense)
             image = np.where(drop[..., None], 0, image).astype(image.dtype)
             if self.aligned:
                 out["image2"] = np.where(drop[..., None], 0, out["image2"]).astype(image.dtype)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +18,12 @@ from dfdc.data.batch import collate
 from dfdc.data.clips import ClipDataset
 from dfdc.data.faceparts import Cutout
 from dfdc.data.frames import FrameDataset
+from dfdc.faces.landmarks import DENSE_COLUMNS, attach_dense
 from dfdc.data.sampling import aligned_pairs, balanced_indices
 from dfdc.folds import unseen_videos
 from dfdc.models import ModelSpec
+
+log = logging.getLogger("dfdc.train")
 
 
 def split_by_fold(table: pd.DataFrame, folds: pd.DataFrame, holdout: int,
@@ -111,16 +115,29 @@ def self_blended_rows(train: pd.DataFrame, fakes: str) -> pd.DataFrame:
     return pd.concat([kept.assign(self_blend=False), pseudo], ignore_index=True)
 
 
+def uses_dense_landmarks(p: ModelParams) -> bool:
+    """Whether the entry takes face regions from the 68 dense landmarks (half-face blackout or self-blends with
+    ``face_region: hull``)."""
+    return p.inputs != "clips" and p.face_region == "hull" and (p.cutout.half_face > 0 or p.fakes != "dataset")
+
+
 def build_train_data(p: ModelParams, spec: ModelSpec, table: pd.DataFrame, folds: pd.DataFrame,
                      directory: str | Path, holdout: int, *, leave_out: str | None = None,
-                     margin: float = 0.3) -> TrainData:
+                     margin: float = 0.3, landmarks: pd.DataFrame | None = None) -> TrainData:
     """Split ``table`` (crops, or clips for a clip model) by fold and build the dataset the spec eats.
 
     ``leave_out``: a manipulation kept out of training and validation (:func:`split_by_fold`).
     The diff-guided cutout reads each fake crop's SSIM diff mask from the crops table's ``mask``
     column (a shard in ``directory``). ``margin`` is the crops' margin (the self-blend mask of a crop
-    without landmarks).
+    without landmarks). ``landmarks``: the `landmarks` stage's table, joined by key when the entry uses the
+    68 points (:func:`uses_dense_landmarks`); without it every crop takes the 5-point ellipse.
     """
+    if uses_dense_landmarks(p):
+        if landmarks is None:
+            log.warning("face_region: hull, but no 68-point landmarks were given: every crop takes the 5-point "
+                        "ellipse")
+        else:
+            table = attach_dense(table, landmarks)
     train, val = split_by_fold(table, folds, holdout, leave_out)
     for part, rows in (("training", train), ("holdout", val)):
         if len(rows) == 0:
@@ -176,6 +193,8 @@ def data_fingerprint(train: pd.DataFrame, val: pd.DataFrame, directory: str | Pa
         h.update(file_sha256(f).encode())
     for table in (train, val):
         h.update(pd.util.hash_pandas_object(table[["key", "shard", "label"]], index=False).to_numpy().tobytes())
+        if set(DENSE_COLUMNS) <= set(table.columns):
+            h.update(np.ascontiguousarray(table[DENSE_COLUMNS].to_numpy(np.float32)).tobytes())
     for f in sorted(Path(directory).iterdir()):
         st = f.stat()
         h.update(f"{f.name}:{st.st_size}".encode())

@@ -178,7 +178,8 @@ class TrainJob:
     ``inputs_dir``. ``scoring`` is how the holdout is scored (the `predict` section).
     ``preprocess`` (the detect/crops settings of the crops) and ``data_info`` (what the
     data is) are recorded in the checkpoints. ``backbone`` is another model's checkpoint
-    whose backbone this one starts from. ``leave_out`` is a manipulation that neither
+    whose backbone this one starts from. ``landmarks``: the `landmarks` stage's 68 points of the crops.
+    ``leave_out`` is a manipulation that neither
     training nor model selection sees (`folds.leave_out`). ``live_dir``: dvclive's folder.
     """
 
@@ -196,6 +197,7 @@ class TrainJob:
     backbone: checkpoint.Checkpoint | None = None
     live_dir: str | Path | None = None
     device: str = "auto"
+    landmarks: pd.DataFrame | None = None
 
 
 @dataclass
@@ -228,7 +230,7 @@ def _setup(job: TrainJob, ctx: dist.Ctx) -> _Run:
     raw = raw.to(dev)
     margin = float(((job.preprocess or {}).get("crops") or {}).get("margin", 0.3))
     data = build_train_data(p, raw.spec, job.inputs, job.folds, job.inputs_dir, job.holdout, leave_out=job.leave_out,
-                            margin=margin)
+                            margin=margin, landmarks=job.landmarks)
     mixes: list = [AlignedMixup()] if p.aligned_mixup else []
     if p.cutmix > 0:
         mixes.append(CutMix(alpha=p.cutmix_alpha, p=p.cutmix))

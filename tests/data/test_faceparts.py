@@ -8,9 +8,12 @@ import pandas as pd
 import pytest
 
 from dfdc.data.augment import train_transforms
-from dfdc.data.faceparts import DIFF_THRESHOLD, MIN_VISIBLE, Cutout, diff_cut, face_ellipse, half_face, part_mask
+from dfdc.data.faceparts import (DIFF_THRESHOLD, MIN_VISIBLE, Cutout, diff_cut, face_ellipse, half_face,
+                                 outline_region, part_mask)
 from dfdc.data.frames import LANDMARKS, FrameDataset
+from dfdc.faces.landmarks import DENSE_COLUMNS
 from dfdc.store import ShardWriter, encode_png
+from face68 import face68
 
 H, W = 140, 112
 # left eye, right eye, nose, left and right mouth corner (MTCNN order), as in a crop with margin 0.3
@@ -154,3 +157,52 @@ def test_dataset_diff_cutout_keeps_a_fakes_mask_visible(tmp_path):
     assert cut_any
     with pytest.raises(ValueError, match="diff masks"):
         FrameDataset(table.drop(columns="mask"), ".", None, cutout=Cutout(diff=1.0))
+
+
+def test_outline_half_face_is_the_1st_place_polygon():
+    d = face68()
+    region = outline_region(d, (H, W))
+    assert region[int(d[30, 1]), int(d[30, 0])] and region[52, 56]  # the nose tip and between the brows
+    assert not region[40, 56] and not region[:, :15].any()  # above the brows, beyond the jaw
+    rng = np.random.default_rng(0)
+    halves = [half_face(LM, (H, W), rng, dense=d) for _ in range(20)]
+    assert len({h.tobytes() for h in halves}) == 4
+    for h in halves:
+        assert (h <= region).all() and 0.3 < h.sum() / region.sum() < 0.7
+    nan68 = np.full((68, 2), np.nan)
+    assert np.array_equal(half_face(LM, (H, W), np.random.default_rng(1), dense=nan68),
+                          half_face(LM, (H, W), np.random.default_rng(1)))  # no fit: the 5-point ellipse
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_half_face_follows_the_68_points_through_flip_and_affine(seed):
+    """The blacked-out half lies inside the outline of the 68 points as the flip and the affine moved them."""
+    img = marked_crop()
+    table = pd.DataFrame({"key": ["k"], "shard": ["s.npz"], "label": [0],
+                          **{c: [v] for c, v in zip(LANDMARKS, LM.reshape(-1))},
+                          **{c: [v] for c, v in zip(DENSE_COLUMNS, face68().reshape(-1))}})
+    aug = dict(jpeg=False, noise=False, blur=False, color=False, gray=False, hflip=True, geometric=True)
+    t = train_transforms(96, seed=seed, keypoints=True, **aug)
+    t.transforms = [A.HorizontalFlip(p=1.0) if isinstance(x, A.HorizontalFlip) else
+                    A.Affine(translate_percent=(-0.1, 0.1), scale=(0.8, 1.2), rotate=(-10, 10),
+                             interpolation=cv2.INTER_NEAREST, border_mode=cv2.BORDER_CONSTANT, fill=0, p=1.0)
+                    if isinstance(x, A.Affine) else x for x in t.transforms]
+    def item(cutout):
+        ds = FrameDataset(table, ".", t, cutout=cutout)
+        ds.read = lambda shard, key: img.copy()
+        ds.set_random_seed(seed)
+        return ds, ds[0]["x"]
+
+    ds, cut = item(Cutout(half_face=1.0))
+    assert ds.dense is not None
+    _, plain = item(None)
+    t.set_random_seed(seed)
+    out = t(image=img, keypoints=np.concatenate([LM, face68()]), mask=np.zeros((H, W), np.uint8))
+    moved = np.asarray(out["keypoints"])[5:, :2]
+    assert np.array_equal(out["image"], plain)  # the same draws as the dataset's
+    assert moved[0, 0] > moved[16, 0]  # flipped: the jaw now starts on the right
+    dropped = (cut != plain).any(-1)
+    assert (cut[dropped] == 0).all()
+    outline = outline_region(moved, plain.shape[:2])
+    assert 0.25 < dropped.sum() / outline.sum() < 0.75  # about half of the moved outline
+    assert (dropped & ~outline).sum() <= 0.03 * dropped.sum()  # nothing outside it (rounding at the edge)

@@ -152,6 +152,31 @@ def test_sgd_poly_recipe_steps(tiny_prep, tmp_path):
     assert lrs[0] == pytest.approx(0.01) and lrs[5] == pytest.approx(0.01 * 0.5**0.9)
 
 
+def test_adam_and_cosine_with_restarts():
+    """Effort's Adam (weight decay as an L2 term) and GenD's cosine restarts: lr to min_lr, back up each cycle."""
+    from dfdc.models import create_model
+
+    p = tiny_params(optimizer="adam", lr=0.01, weight_decay=5e-4, schedule="cosine", epochs=4, cycle_epochs=2,
+                    min_lr=0.001)
+    opt = make_optimizer(create_model("resnet18"), p)
+    assert type(opt) is torch.optim.Adam and opt.param_groups[-1]["weight_decay"] == 5e-4
+    sched = make_schedule(opt, p, total_steps=8)  # two steps an epoch: a cycle of four
+    lrs = []
+    for _ in range(8):
+        lrs.append(opt.param_groups[-1]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.01) and lrs[4] == pytest.approx(0.01)  # restarted
+    assert lrs[2] == pytest.approx(0.001 + 0.009 * 0.5) and min(lrs) > 0.001 and lrs[3] < lrs[2] < lrs[1]
+    single = tiny_params(lr=0.01, schedule="cosine", epochs=4)  # cycle_epochs 0: one cycle, down to 0
+    opt = make_optimizer(create_model("resnet18"), single)
+    sched = make_schedule(opt, single, total_steps=8)
+    for _ in range(4):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[-1]["lr"] == pytest.approx(0.005)
+
+
 def test_aligned_mixup_training_runs(tiny_prep, tmp_path):
     p = tiny_params(epochs=1, aligned_mixup=True)
     result = loop.train_model(loop.TrainJob("mix", p, tiny_prep["crops"], tiny_prep["folds"], tiny_prep["crops_dir"],
@@ -256,6 +281,7 @@ def test_generalisation_switches_train_together(tiny_prep, tmp_path):
     fakes and a left-out manipulation: one epoch trains, and the left-out fakes reach neither side."""
     from dfdc.config.train import CutoutParams
     from dfdc.folds import unseen_videos, with_methods
+    from dfdc.preprocess.landmarks import landmarks_chunked
     from dfdc.train.data import build_train_data
 
     folds = with_methods(tiny_prep["folds"], tiny_prep["index"])
@@ -263,7 +289,15 @@ def test_generalisation_switches_train_together(tiny_prep, tmp_path):
     assert (tiny_prep["crops"]["mask"] != "").any()  # the crops carry the fakes' diff masks
     p = tiny_params(epochs=1, fakes="both", cutout=CutoutParams(landmarks=0.7, half_face=0.2, diff=0.8))
     spec = loop.build_model(p).spec
-    data = build_train_data(p, spec, tiny_prep["crops"], folds, tiny_prep["crops_dir"], 0, leave_out=method)
+    dense, _ = landmarks_chunked(tiny_prep["crops"], tiny_prep["faces"], tiny_prep["crops_dir"], tmp_path / "lm",
+                                 workers=0, progress=False)
+    data = build_train_data(p, spec, tiny_prep["crops"], folds, tiny_prep["crops_dir"], 0, leave_out=method,
+                            landmarks=dense)
+    pts = data.dataset.dense  # the 68 points reach the dataset, NaN where the fit failed
+    assert pts is not None and len(pts) == len(data.table) and 0.5 < np.isfinite(pts).all((1, 2)).mean()
+    ellipse = build_train_data(dataclasses.replace(p, face_region="ellipse"), spec, tiny_prep["crops"], folds,
+                               tiny_prep["crops_dir"], 0, leave_out=method, landmarks=dense)
+    assert ellipse.dataset.dense is None
     unseen = unseen_videos(folds, method)
     assert unseen and not (set(data.table["video"]) | set(data.val["video"])) & unseen
     assert data.table["self_blend"].sum() == (data.table["label"] == 0).sum()  # one pseudo-fake per real crop
@@ -272,7 +306,7 @@ def test_generalisation_switches_train_together(tiny_prep, tmp_path):
     blacked = [float((it["x"] == 0).all(-1).mean()) for it in items]
     assert max(blacked) > 0.05  # some crop really lost a part
     job = loop.TrainJob("gen", p, tiny_prep["crops"], folds, tiny_prep["crops_dir"], tmp_path / "gen",
-                        preprocess=tiny_prep["preprocess"], leave_out=method)
+                        preprocess=tiny_prep["preprocess"], leave_out=method, landmarks=dense)
     result = loop.train_model(job, progress=False)
     assert np.isfinite(result["history"][0]["train_loss"]) and np.isfinite(result["best"]["val_log_loss"])
     clip_spec = dataclasses.replace(spec, input="clip", clip_len=2)
