@@ -14,8 +14,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-import yaml
 
+from dfdc.config.base import load_yaml
 from dfdc.config.sections import SECTIONS
 from dfdc.config.train import GROUPS
 
@@ -71,8 +71,8 @@ def preset_overrides(preset: dict[str, Any], params: dict[str, Any]) -> list[str
 
 def exp_args(preset_file: str | Path, params_file: str | Path = "params.yaml") -> str:
     """``-S override`` arguments, shell-quoted, for `dvc exp run` (use with ``eval``)."""
-    preset = yaml.safe_load(Path(preset_file).read_text()) or {}
-    params = yaml.safe_load(Path(params_file).read_text()) or {}
+    preset = load_yaml(Path(preset_file).read_text()) or {}
+    params = load_yaml(Path(params_file).read_text()) or {}
     if not isinstance(preset, dict):
         raise ValueError(f"{preset_file}: a preset is a mapping of params.yaml sections")
     unknown = [k for k in preset if k not in SECTIONS]

@@ -124,3 +124,13 @@ def test_degrade_section_errors_name_the_key(tmp_path):
 
     with pytest.raises(ParamsError, match="predict.thresholds.levels"):
         PredictParams.load(path)
+
+
+def test_floats_as_dvc_writes_them_are_numbers(tmp_path):
+    """`dvc exp run -S lr=0.00002` writes `lr: 2e-05`, which YAML 1.1 alone reads as a string."""
+    from dfdc.config.train import TrainParams
+
+    f = tmp_path / "params.yaml"
+    f.write_text("train:\n  models:\n    m: {arch: resnet18, inputs: crops, lr: 2e-05, min_lr: 1e-6}\n")
+    p = TrainParams.load(f).models["m"]
+    assert p.lr == 2e-05 and p.min_lr == 1e-06

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dfdc.config.base import read_params
 from dfdc.config.sections import SECTIONS, check_file
 from dfdc.models import list_models
 
@@ -45,7 +46,7 @@ def test_exp_args_apply_a_preset_through_dvcs_overrides(preset, tmp_path):
     args = shlex.split(exp_args(preset, params))
     assert args[::2] == ["-S"] * (len(args) // 2)
     apply_overrides(str(target), args[1::2])
-    got, before = yaml.safe_load(target.read_text()), yaml.safe_load(params.read_text())
+    got, before = read_params(target), read_params(params)  # as the stages read them (DVC writes 2e-05)
     table = [g for g in ("models", "stacked") if g in doc.get("train", {})]
     for group in ("models", "stacked") if table else ():  # the table replaced whole, nothing of params.yaml's left
         assert (got["train"].get(group) or {}) == (doc["train"].get(group) or {})

@@ -7,6 +7,7 @@ missing required keys, wrong types and out-of-range values raise
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import field
@@ -124,13 +125,28 @@ def from_dict(cls: type, data: dict, prefix: str, file: str = "params.yaml") -> 
     return obj
 
 
+class _ParamsLoader(yaml.SafeLoader):
+    """YAML 1.1's safe loader, reading YAML 1.2 floats too: DVC writes ``-S lr=0.00002`` back as ``2e-05``,
+    which YAML 1.1 takes for a string."""
+
+
+_ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    """A params document: YAML, with floats as DVC writes them (``2e-05``)."""
+    return yaml.load(text, Loader=_ParamsLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_params(path: str | Path) -> dict[str, Any]:
     """The top-level mapping of the YAML params file at ``path``."""
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path}: params file not found")
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
+        doc = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(doc, dict):

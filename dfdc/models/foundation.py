@@ -1,9 +1,12 @@
 """Foundation-model detectors: a CLIP ViT image tower, frozen, with one linear logit on its class token.
 
-Three tuning modes, the mechanisms behind the strongest published cross-dataset results:
+Four tuning modes, the mechanisms behind the strongest published cross-dataset results:
 
-* ``ln`` (GenD): the tower's LayerNorm weights and biases and the linear head train; every other
-  tower tensor stays as pretrained.
+* ``ln`` (GenD's LN-tuning): the tower's LayerNorm weights and biases and the linear head train; every
+  other tower tensor stays as pretrained.
+* ``gend`` (GenD as released, "LN+L2"): ``ln`` with the head reading the L2-normalised class token
+  (their ``LinearProbe(normalize_inputs=True)``), so features and logits live on the sphere the
+  feature losses shape.
 * ``probe`` (UnivFD): only the linear head trains, on the frozen tower's features.
 * ``effort`` (Effort, ICML 2025): every attention projection is split by SVD into a frozen principal
   part and a trainable rank-1 residual (:mod:`dfdc.models.svd_residual`); the residual factors and the
@@ -12,8 +15,9 @@ Three tuning modes, the mechanisms behind the strongest published cross-dataset 
 
 Under ``ln`` and ``effort`` the entry's ``losses`` may also weigh GenD's feature losses on the
 L2-normalised class-token features (:mod:`dfdc.models.losses`), over the global batch under DDP:
-``uniformity`` (GenD: 0.5) and label-aware ``alignment`` (GenD: 0.1). The head reads the features as
-before (not normalised); only the losses see them on the sphere.
+``uniformity`` (GenD: 0.5) and label-aware ``alignment`` (GenD: 0.1). Under ``ln`` and ``effort`` the head
+reads the features as they are (only the losses see them normalised); under ``gend`` it reads them
+normalised too.
 
 Everything outside those sets has ``requires_grad`` False from construction, and
 :meth:`ClipDetector.param_groups` hands the optimizer only what trains. The tower always runs in
@@ -43,7 +47,7 @@ from dfdc.models.svd_residual import decompose_attention, decomposed_state
 from dfdc.models.weights import WeightsError, timm_hub_check
 
 HEAD = "head"
-MODES = ("ln", "probe", "effort")
+MODES = ("ln", "probe", "effort", "gend")
 EFFORT_RANK = 1  # the residual's rank: r = width - 1 principal components stay frozen, as in the paper
 EFFORT_LOSSES = ("orthogonality", "singular_values")  # SVDResidualLinear's methods, weighed by `losses`
 FEATURE_LOSSES = ("uniformity", "alignment")  # GenD's, on the L2-normalised features (GenD weighs 0.5, 0.1)
@@ -51,7 +55,7 @@ FEATURE_LOSSES = ("uniformity", "alignment")  # GenD's, on the L2-normalised fea
 
 def mode_losses(mode: str) -> tuple[str, ...]:
     """The optional loss terms of a tuning mode: none for the probe (its features never change)."""
-    return {"ln": FEATURE_LOSSES, "effort": EFFORT_LOSSES + FEATURE_LOSSES}.get(mode, ())
+    return {"ln": FEATURE_LOSSES, "gend": FEATURE_LOSSES, "effort": EFFORT_LOSSES + FEATURE_LOSSES}.get(mode, ())
 TINY = "tiny"
 
 # tower: (timm architecture with published weights, or TINY: random init only; patch size)
@@ -75,6 +79,9 @@ CLIP_DETECTORS: dict[str, tuple[str, str]] = {
     "clip_vit_l14_effort": ("vit_l14", "effort"),  # Effort
     "clip_vit_b16_effort": ("vit_b16", "effort"),
     "clip_vit_tiny_effort": ("vit_tiny", "effort"),
+    "clip_vit_l14_gend": ("vit_l14", "gend"),  # GenD as released (LN + L2-normalised head)
+    "clip_vit_b16_gend": ("vit_b16", "gend"),
+    "clip_vit_tiny_gend": ("vit_tiny", "gend"),
 }
 
 
@@ -98,7 +105,7 @@ class ClipDetector(DeepfakeModel):
         self.head = nn.Linear(int(backbone.num_features), 1)
         for p in backbone.parameters():
             p.requires_grad_(False)
-        if mode == "ln":
+        if mode in ("ln", "gend"):
             for p in layer_norm_parameters(backbone):
                 p.requires_grad_(True)
         self.decomposed = decompose_attention(backbone, EFFORT_RANK) if mode == "effort" else []
@@ -114,7 +121,8 @@ class ClipDetector(DeepfakeModel):
 
     def forward(self, x: Tensor) -> ModelOutput:
         features = self.features(x)
-        return ModelOutput(self.head(self.drop(features)).squeeze(-1), {"features": features})  # (B, 1) -> (B,)
+        seen = F.normalize(features, dim=-1) if self.mode == "gend" else features
+        return ModelOutput(self.head(self.drop(seen)).squeeze(-1), {"features": features})  # (B, 1) -> (B,)
 
     @property
     def LOSSES(self) -> tuple[str, ...]:  # noqa: N802 - the class-level name of DeepfakeModel
@@ -235,6 +243,7 @@ def _builder(name: str, tower: str, mode: str):
                              drop_path_rate=drop_path_rate, hub=hub, name=name)
 
     trains = {"ln": "its LayerNorms and a linear head", "probe": "a linear head alone",
+              "gend": "its LayerNorms and a linear head on the L2-normalised class token",
               "effort": "the rank-1 SVD residuals of its attention projections and a linear head"}[mode]
     build.__doc__ = f"{name}: CLIP tower {TOWERS[tower][0]}, frozen but for {trains}."
     build.losses = mode_losses(mode)

@@ -15,6 +15,7 @@ from timm.models.vision_transformer import VisionTransformer
 from dfdc.data.batch import Batch
 from dfdc.models import WeightsError, create_model
 from dfdc.models.foundation import ClipDetector
+from dfdc.models.registry import loss_names
 from dfdc.train.step import forward_loss
 
 TINY_DEPTH = 4
@@ -80,7 +81,8 @@ def _batch(size: int) -> Batch:
     return Batch(x=x, y=torch.tensor([0.0, 1.0, 0.0, 1.0]), idx=torch.arange(4))
 
 
-@pytest.mark.parametrize("name", ["clip_vit_tiny_ln", "clip_vit_tiny_probe", "clip_vit_tiny_effort"])
+@pytest.mark.parametrize("name", ["clip_vit_tiny_ln", "clip_vit_tiny_probe", "clip_vit_tiny_effort",
+                                  "clip_vit_tiny_gend"])
 def test_a_training_step_changes_only_what_trains(name):
     torch.manual_seed(1)
     model = create_model(name, input_size=64, drop_rate=0.2).train()
@@ -197,7 +199,8 @@ def test_hub_weights_offline_fail_naming_the_model(offline_hub, name, hf_id):
     assert "HF_HUB_OFFLINE is set" in msg and "local weights file" in msg
 
 
-@pytest.mark.parametrize("name", ["clip_vit_tiny_ln", "clip_vit_tiny_probe", "clip_vit_tiny_effort"])
+@pytest.mark.parametrize("name", ["clip_vit_tiny_ln", "clip_vit_tiny_probe", "clip_vit_tiny_effort",
+                                  "clip_vit_tiny_gend"])
 def test_tiny_rows_have_no_published_weights(offline_hub, name):
     with pytest.raises(WeightsError, match=f"^{name}: no weights are published.*local weights file"):
         create_model(name, pretrained="hub")
@@ -388,3 +391,20 @@ def test_gend_feature_losses_train_the_layernorms():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters()
                if p.requires_grad and not n.startswith("head"))
     assert model.head.weight.grad is None
+
+
+def test_gend_head_reads_the_normalised_class_token():
+    """GenD as released: LayerNorm tuning, the head on the L2-normalised feature; the ln row reads it raw."""
+    torch.manual_seed(4)
+    gend = create_model("clip_vit_tiny_gend", input_size=64).eval()
+    ln = create_model("clip_vit_tiny_ln", input_size=64).eval()
+    ln.load_state_dict(gend.state_dict())
+    assert trainable(gend) == trainable(ln) and loss_names("clip_vit_tiny_gend") == ("uniformity", "alignment")
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        out = gend(x)
+        z = torch.nn.functional.normalize(out.aux["features"], dim=-1)
+        assert torch.allclose(out.logits, gend.head(z).squeeze(-1), atol=1e-6)
+        assert torch.allclose(ln(x).logits, ln.head(out.aux["features"]).squeeze(-1), atol=1e-5)
+        scaled = gend.head(2 * z).squeeze(-1)
+    assert not torch.allclose(scaled, out.logits)  # so the logit does not grow with the feature's norm
