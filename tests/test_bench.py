@@ -68,3 +68,23 @@ def test_dfdc_file_counts_stay_in_the_thousands():
     # 128,154 x 19,154 / 119,154 = 20,601 reals in 50 parts: 413 a part, 2 detect chunks (2 files each) and
     # 7 crops / clips chunks (crops: 4 files each with the diff masks; clips: 3) a part, plus one done.json each
     assert counts == {"data/detect": 201, "data/crops": 1401, "data/clips": 1051}
+
+
+def test_bench_landmarks_on_the_tiny_sample(tiny_prep, tmp_path):
+    """Per-crop fit times as stored and at 1080p sizes, through `dfdc bench landmarks` on a crops table."""
+    import shutil
+
+    from dfdc.bench import bench_landmarks, format_landmarks_table
+    from dfdc.cli import main
+    from dfdc.store import write_parquet
+
+    shutil.copytree(tiny_prep["crops_dir"], tmp_path / "crops")
+    write_parquet(tiny_prep["crops"], tmp_path / "crops.parquet")
+    write_parquet(tiny_prep["faces"], tmp_path / "faces.parquet")
+    write_parquet(tiny_prep["index"], tmp_path / "index.parquet")
+    rows = bench_landmarks(tmp_path / "crops.parquet", tmp_path / "faces.parquet", tmp_path / "index.parquet", n=12)
+    assert [r["size"] for r in rows] == ["as stored", "1080p"] and all(r["crops"] == 12 for r in rows)
+    assert rows[1]["crop_px_median"] > rows[0]["crop_px_median"] and all(r["ms_mean"] > 0 for r in rows)
+    assert all(0.5 <= r["fits_ok"] <= 1 for r in rows)
+    assert format_landmarks_table(rows).count("\n") == 3
+    assert main(["bench", "landmarks", str(tmp_path / "crops.parquet")]) == 0

@@ -28,6 +28,7 @@ data: {root: data/sample, deps: data/sample}
 index: {workers: 0}
 detect: {every: 5, min_track: 2, workers: 1}
 crops: {margin: 0.3, workers: 1}
+landmarks: {workers: 1}
 clips: {window: 4, stride: 1, per_track: 1, size: 32}
 folds: {k: 2, holdout: 0, group: auto, seed: 0, leave_out: null}
 degrade: {seed: 0}
@@ -44,7 +45,7 @@ evaluate: {models: [], method: equal, weights: {}, splits: 2, calibrate: false, 
 PREP = ["sample", "index", "detect", "cut", "folds"]
 CROP_MODELS = ["train@a", "predict@a"]
 CLIP_MODELS = ["train_stacked@l", "predict_stacked@l"]
-MODELS = ["degrade", "cut_degraded", *CROP_MODELS, *CLIP_MODELS, "evaluate", "export"]
+MODELS = ["landmarks", "degrade", "cut_degraded", *CROP_MODELS, *CLIP_MODELS, "evaluate", "export"]
 ALL = PREP + MODELS
 CHUNKED = ["data/detect", "data/crops", "data/clips"]
 
@@ -213,7 +214,7 @@ def test_a_crops_setting_reruns_the_crops_and_the_crop_models_only_and_their_sta
     before = pd.read_parquet(repo.path / "data/crops.parquet")
     _set(repo.path, crops__margin=0.2)
     # and the LSTM, whose frozen backbone is the frame model a's: through models/a, not through the crops
-    assert plan(repo) == {"cut", "cut_degraded", *CROP_MODELS, *CLIP_MODELS, "evaluate", "export"}
+    assert plan(repo) == {"cut", "cut_degraded", "landmarks", *CROP_MODELS, *CLIP_MODELS, "evaluate", "export"}
     lock = yaml.safe_load((repo.path / "dvc.lock").read_text())["stages"]
     lstm = {d["path"] for d in lock["train_stacked@l"]["deps"]}
     assert "models/a" in lstm and "data/clips" in lstm and "data/crops" not in lstm
@@ -226,12 +227,31 @@ def test_a_crops_setting_reruns_the_crops_and_the_crop_models_only_and_their_sta
     assert (narrower.loc[narrower["label"] == 1, "mask"] != "").all()
 
 
+def test_the_landmarks_stage_and_a_setting_that_changes_no_point(built, tmp_path):
+    """The 68 points are their own stage after the crops: a landmarks setting reruns it alone, and when the
+    points come out the same (workers), nothing downstream reruns."""
+    repo, first = built
+    line = _line(first, "landmarks")
+    assert re.match(r"landmarks: 68 points for \d+ of \d+ crops; 5-point fallback for \d+", line), line
+    table = pd.read_parquet(repo.path / "data/landmarks.parquet")
+    crops = pd.read_parquet(repo.path / "data/crops.parquet")
+    assert table["key"].tolist() == crops["key"].tolist() and table["dense_ok"].mean() > 0.5
+    lock = yaml.safe_load((repo.path / "dvc.lock").read_text())["stages"]
+    assert "data/landmarks.parquet" in {d["path"] for d in lock["train@a"]["deps"]}
+    repo = clone(repo, tmp_path / "r")
+    _set(repo.path, landmarks__workers=2)
+    assert plan(repo) == {"landmarks", *CROP_MODELS, *CLIP_MODELS, "evaluate", "export"}
+    out = repo.dvc("repro")
+    assert ran(out) == {"landmarks"}  # the same points: no model reruns
+    assert repo.stale() == set()
+
+
 def test_a_clips_setting_reruns_the_clips_and_the_clip_models_only(built, tmp_path):
     repo = clone(built[0], tmp_path / "r")
     before = pd.read_parquet(repo.path / "data/clips.parquet")
     _set(repo.path, clips__per_track=2)
     # DVC's plan cannot know that the cut stage will leave the crops as they are ...
-    assert plan(repo) == {"cut", "cut_degraded", *CROP_MODELS, *CLIP_MODELS, "evaluate", "export"}
+    assert plan(repo) == {"cut", "cut_degraded", "landmarks", *CROP_MODELS, *CLIP_MODELS, "evaluate", "export"}
     crops = _outputs(repo.path, ("data/crops", "data/crops_degraded"), ("crops", "crops_status", "crops_degraded"))
     out = repo.dvc("repro", "cut", "cut_degraded")
     assert ran(out) == {"cut", "cut_degraded"}

@@ -37,3 +37,13 @@ def test_a_crop_without_a_box_or_pixels_is_recorded(tiny_prep, tmp_path):
     assert table["dense_error"].iloc[1] == "no detector box for this crop in the faces table"
     assert table["dense_error"].iloc[2].startswith("crop unreadable: ")
     assert table.loc[1:2, DENSE_COLUMNS].isna().all().all()
+
+
+def test_a_lost_chunk_is_redone_alone(tiny_prep, tmp_path):
+    crops, faces, work = tiny_prep["crops"], tiny_prep["faces"], tmp_path / "lm"
+    table, run = landmarks_chunked(crops, faces, tiny_prep["crops_dir"], work, workers=0, progress=False)
+    victim = sorted(work.glob("*.parquet"))[0]
+    victim.unlink()
+    again, rerun = landmarks_chunked(crops, faces, tiny_prep["crops_dir"], work, workers=0, progress=False)
+    assert (rerun.processed, rerun.kept) == (1, run.processed - 1) and victim.exists()
+    pd.testing.assert_frame_equal(again, table)
