@@ -8,6 +8,7 @@ geometry for it.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pandas as pd
 
 from dfdc.codehash import code_digest
 from dfdc.faces.landmarks import DENSE_COLUMNS, MAX_ERROR, DensePredictor, face_boxes_in_crops, five_point_error
-from dfdc.preprocess.chunks import Chunk, ChunkStore, RunSummary, chunk_tmp, plan_chunks, run_chunks
+from dfdc.preprocess.chunks import DONE, Chunk, ChunkStore, RunSummary, chunk_tmp, plan_chunks, run_chunks
 from dfdc.preprocess.columns import LANDMARK_COLUMNS as LANDMARKS
 from dfdc.store import ShardReader, decode_png, file_sha256, write_parquet
 
@@ -74,6 +75,24 @@ def _landmarks_chunk(chunk: Chunk, directory: Path) -> dict[str, Path]:
     return {"parquet": path}
 
 
+def shard_digests(crops_dir: str | Path, shards: list[str]) -> dict[str, str]:
+    """SHA-256 of each crops shard: from the crops' ``done.json`` record where it lists the file at its recorded
+    size (the `cut` stage wrote both), else read from the file."""
+    crops_dir = Path(crops_dir)
+    recorded: dict[str, dict] = {}
+    try:
+        record = json.loads((crops_dir / DONE).read_text())
+        recorded = {f: meta for c in record.get("chunks", {}).values() for f, meta in c.get("files", {}).items()}
+    except (OSError, ValueError, AttributeError):
+        pass
+    out = {}
+    for s in shards:
+        meta, path = recorded.get(s), crops_dir / s
+        same = meta is not None and path.is_file() and path.stat().st_size == meta.get("bytes")
+        out[s] = meta["sha256"] if same else file_sha256(path)
+    return out
+
+
 def landmarks_chunked(crops: pd.DataFrame, faces: pd.DataFrame, crops_dir: str | Path, work_dir: str | Path, *,
                       workers: int = 2, model: str | None = None, progress: bool = True,
                       scheduler: str | None = None) -> tuple[pd.DataFrame, RunSummary]:
@@ -84,8 +103,9 @@ def landmarks_chunked(crops: pd.DataFrame, faces: pd.DataFrame, crops_dir: str |
     rows = crops[["key", "shard", *LANDMARKS]].assign(fx1=boxes[:, 0], fy1=boxes[:, 1], fx2=boxes[:, 2],
                                                       fy2=boxes[:, 3])
     shards = list(dict.fromkeys(rows["shard"].astype(str)))
+    digests = shard_digests(crops_dir, shards)
     units = [(Path(s).stem, s, {"rows": rows[rows["shard"] == s], "crops_dir": str(crops_dir),
-                                 "sha256": file_sha256(Path(crops_dir) / s)}) for s in shards]
+                                 "sha256": digests[s]}) for s in shards]
     plan = plan_chunks(units, 1, lambda us: [[u["sha256"], pd.util.hash_pandas_object(u["rows"], index=False)
                                               .sum()] for u in us])
     identity = {"stage": "landmarks", "model": Path(model).name if model else "face-recognition-models",

@@ -47,3 +47,19 @@ def test_a_lost_chunk_is_redone_alone(tiny_prep, tmp_path):
     again, rerun = landmarks_chunked(crops, faces, tiny_prep["crops_dir"], work, workers=0, progress=False)
     assert (rerun.processed, rerun.kept) == (1, run.processed - 1) and victim.exists()
     pd.testing.assert_frame_equal(again, table)
+
+
+def test_shard_digests_come_from_the_crops_record(tmp_path):
+    from dfdc.preprocess.chunks import DONE
+    from dfdc.preprocess.landmarks import shard_digests
+    from dfdc.store import file_sha256, write_json
+
+    (tmp_path / "a.npz").write_bytes(b"aaaa")
+    (tmp_path / "b.npz").write_bytes(b"bbbbbb")
+    write_json({"identity": {}, "chunks": {"p.0000": {"files": {"a.npz": {"bytes": 4, "sha256": "recorded"},
+                                                                "b.npz": {"bytes": 99, "sha256": "stale"}}}}},
+               tmp_path / DONE)
+    got = shard_digests(tmp_path, ["a.npz", "b.npz"])
+    assert got == {"a.npz": "recorded", "b.npz": file_sha256(tmp_path / "b.npz")}  # a size off its record: read
+    (tmp_path / DONE).write_text("{not json")
+    assert shard_digests(tmp_path, ["a.npz"]) == {"a.npz": file_sha256(tmp_path / "a.npz")}
