@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -10,7 +11,7 @@ import pandas as pd
 from torch.utils.data import Dataset, get_worker_info
 
 from dfdc.data.faceparts import valid_landmarks
-from dfdc.data.sbi import self_blend
+from dfdc.data.sbi import pair_target, self_blend
 from dfdc.faces.landmarks import POINTS, table_dense, valid_dense
 from dfdc.store import ShardReader, decode_png
 
@@ -103,7 +104,9 @@ class FrameDataset(ShardDataset):
     ``mask``); a fake's SSIM difference mask is read from the shard its row's ``mask``
     column names ('' when it has none). Rows whose ``self_blend`` column is true are real crops turned
     into self-blended pseudo-fakes (:func:`dfdc.data.sbi.self_blend`) before the
-    transform; their label must be 1. With the 68 dense landmarks in the table (the ``dx0`` ... ``dy67``
+    transform; their label must be 1. In such a table every real row is a pseudo-fake's twin and trains as
+    SBI's target (:func:`dfdc.data.sbi.pair_target`, drawn from the epoch and the crop's key, so both rows draw
+    it alike). With the 68 dense landmarks in the table (the ``dx0`` ... ``dy67``
     columns of the `landmarks` stage; NaN for a crop whose fit failed), the half-face blackout and the
     self-blend take the face region from them, and they follow the transform as keypoints too. Draws of both are seeded by the epoch's seed
     (:meth:`set_random_seed`) and the row, so a resumed run repeats them.
@@ -150,8 +153,13 @@ class FrameDataset(ShardDataset):
         rng = np.random.default_rng([self._epoch_seed, i]) if (self.cutout or self.blend is not None) else None
         landmarks = None if self.landmarks is None else self.landmarks[i]
         dense = None if self.dense is None else self.dense[i]
-        if self.blend is not None and self.blend[i]:
-            image, _ = self_blend(image, landmarks, rng, self.margin, dense=dense)
+        if self.blend is not None and (self.blend[i] or self.labels[i] == 0):
+            # a real crop and its pseudo-fake twin share SBI's target draw (seeded by the crop, not the row)
+            pair = pair_target(image, np.random.default_rng([self._epoch_seed, zlib.crc32(self.keys[i].encode())]))
+            if self.blend[i]:
+                image, _ = self_blend(image, landmarks, rng, self.margin, dense=dense, pair=pair)
+            else:
+                image = pair[0]
         targets: dict[str, Any] = {"image": image}
         if self.aligned:
             targets["image2"] = self.read(self.orig_shards[i], self.orig_keys[i])

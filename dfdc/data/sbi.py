@@ -12,12 +12,16 @@ elastically (alpha 50, sigma 7), blurred twice at 192-256 px (kernels 5-25, the 
 sigma 5-45; everything below the first blur's peak dropped in between) and scaled by a blend
 ratio from {0.25, 0.5, 0.75, 1, 1, 1}.
 
+As in the authors' code the pair is the point: the real crop trains as the target (transformed
+when the draw transformed the target), so the pseudo-fake differs from its real twin only inside the
+blended region and no global colour or sharpness cue separates them (:func:`pair_target`; the
+dataset draws it once per crop and epoch for both rows).
+
 Differences from the authors' code: the forehead comes from 68 points, not from the 81-point
 predictor (which is not published as a package): :func:`forehead` raises the ten brow points by
-the rule of facial thirds. The real crop that trains beside the pseudo-fake is the crop as
-stored, not the transformed target of the pair (dfdc adds pseudo-fakes to a table of real and
-fake crops). Each transform is written with numpy and OpenCV at the parameters of the
-albumentations calls, drawing from the generator it is given, so a resumed run repeats every
+the rule of facial thirds. The twins are two rows of the training table, not one item (so they may
+land in different batches). Each transform is written with numpy and OpenCV at the parameters of
+the albumentations calls, drawing from the generator it is given, so a resumed run repeats every
 draw. A crop without dense landmarks uses MTCNN's 5-point face ellipse, or the ellipse inscribed
 in the detector box without those either.
 """
@@ -171,23 +175,31 @@ def face_region(shape: tuple[int, int], rng: np.random.Generator, dense: np.ndar
     return box_ellipse(shape, margin).astype(np.uint8)
 
 
+def pair_target(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+    """SBI's draw of which side is transformed: (the target, whether the source is to be transformed instead).
+    The target is the crop itself half the time (then the source gets the transform), else the transformed crop;
+    the real twin of a pseudo-fake trains as this target."""
+    if rng.random() < 0.5:
+        return image, True
+    return source_transform(image, rng), False
+
+
 def self_blend(image: np.ndarray, landmarks: np.ndarray | None, rng: np.random.Generator,
-               margin: float = 0.3, dense: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+               margin: float = 0.3, dense: np.ndarray | None = None,
+               pair: tuple[np.ndarray, bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(pseudo-fake uint8 like ``image``, its soft blend mask): ``mask * source + (1 - mask) * target``, where
     source and target are ``image``, one of them transformed (:func:`source_transform`).
 
     ``dense``: the crop's 68 points; ``landmarks``: its 5 (the fallback region); ``margin``: the crop's margin
-    around its detector box (the last fallback).
+    around its detector box (the last fallback). ``pair``: :func:`pair_target`'s draw, shared with the real
+    twin (default: drawn here from ``rng``).
     """
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"self_blend takes an RGB crop (H, W, 3), got shape {image.shape}")
     shape = image.shape[:2]
+    target, transform_source = pair if pair is not None else pair_target(image, rng)
     region = face_region(shape, rng, dense, landmarks, margin)
-    source, target = image, image
-    if rng.random() < 0.5:
-        source = source_transform(image, rng)
-    else:
-        target = source_transform(image, rng)
+    source = source_transform(image, rng) if transform_source else image
     source, region = _affine(source, region, rng)
     mask = blur_mask(elastic(region, rng), rng) * RATIOS[int(rng.integers(len(RATIOS)))]
     blended = mask[..., None] * source.astype(np.float32) + (1 - mask[..., None]) * target.astype(np.float32)

@@ -2,6 +2,8 @@
 transforms, the mask's deformation and blur; seeded."""
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,7 +11,7 @@ import pytest
 from dfdc.data.frames import LANDMARKS, FrameDataset
 from dfdc.data.faceparts import face_ellipse
 from dfdc.data.sbi import (HULLS, RATIOS, blur_mask, box_ellipse, elastic, face_region, forehead, hull_mask,
-                           self_blend, source_transform)
+                           pair_target, self_blend, source_transform)
 from dfdc.faces.landmarks import DENSE_COLUMNS
 from dfdc.train.data import self_blended_rows
 from face68 import LM5 as LM, H, W, face68
@@ -119,11 +121,18 @@ def test_rows_and_dataset_for_each_fakes_switch():
     img = textured_crop()
     ds = FrameDataset(sb, ".", None)
     ds.read = lambda s, k: img.copy()
-    ds.set_random_seed(7)
-    real, pseudo = ds[0], ds[2]
-    assert real["y"] == 0 and np.array_equal(real["x"], img)
-    assert pseudo["y"] == 1 and not np.array_equal(pseudo["x"], img)
-    assert np.array_equal(ds[2]["x"], pseudo["x"])  # same epoch seed and row: same pseudo-fake
+    twins = 0
+    for seed in range(8):
+        ds.set_random_seed(seed)
+        real, pseudo = ds[0], ds[2]  # the crop r1 as a real and as its pseudo-fake
+        pair = pair_target(img, np.random.default_rng([seed, zlib.crc32(b"r1")]))
+        assert real["y"] == 0 and np.array_equal(real["x"], pair[0])  # the real trains as SBI's target
+        assert pseudo["y"] == 1 and not np.array_equal(pseudo["x"], real["x"])
+        _, mask = self_blend(img, LM, np.random.default_rng([seed, 2]), pair=pair)
+        assert np.array_equal(pseudo["x"][mask == 0], real["x"][mask == 0])  # the twins differ only where blended
+        twins += not np.array_equal(real["x"], img)
+        assert np.array_equal(ds[2]["x"], pseudo["x"])  # same epoch seed and row: same pseudo-fake
+    assert 0 < twins < 8  # the target is transformed about half the time
     ds.set_random_seed(8)
     assert not np.array_equal(ds[2]["x"], pseudo["x"])
     with pytest.raises(ValueError, match="label must be 1"):
@@ -136,5 +145,6 @@ def test_rows_and_dataset_for_each_fakes_switch():
     ds.read = lambda s, k: img.copy()
     assert ds.dense is not None and np.isfinite(ds.dense[0]).all() and np.isnan(ds.dense[1]).all()
     ds.set_random_seed(7)
-    expected, _ = self_blend(img, LM, np.random.default_rng([7, 2]), 0.3, dense=face68())
+    pair = pair_target(img, np.random.default_rng([7, zlib.crc32(b"r1")]))
+    expected, _ = self_blend(img, LM, np.random.default_rng([7, 2]), 0.3, dense=face68(), pair=pair)
     assert np.array_equal(ds[2]["x"], expected)
