@@ -314,7 +314,8 @@ def format_clip_models_table(rows: list[dict]) -> str:
 
 
 def bench_landmarks(crops_table: str | Path = "data/crops.parquet", faces: str | Path = "data/faces.parquet",
-                    index: str | Path = "data/index.parquet", n: int = 400, heights: tuple[int, ...] = (1080,)) -> list[dict]:
+                    index: str | Path = "data/index.parquet", n: int = 400,
+                    heights: tuple[int, ...] = (1080,)) -> list[dict]:
     """dlib's 68 points per crop (the `landmarks` stage's work, one thread): on ``n`` stored crops as they are, and
     the same crops resized as if cut from a video of each of ``heights`` (box and pixels scaled by height / the
     video's height). Reading the crop is not timed; the fit, the 5-point check and the table row are."""

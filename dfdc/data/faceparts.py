@@ -157,7 +157,8 @@ class Cutout:
     """The 1st place's dropouts as one draw per crop: probabilities of each (0: off).
 
     ``landmarks``: remove a face part (:func:`landmark_part`, at the 5 points); otherwise ``half_face``: black
-    out half of the face region (:func:`half_face`: the 68 points' outline, or the 5-point ellipse); then, independently, ``diff``: a diff-guided cut (:func:`diff_cut`).
+    out half of the face region (:func:`half_face`: the 68 points' outline, or the 5-point ellipse); then,
+    independently, ``diff``: a diff-guided cut (:func:`diff_cut`).
     """
 
     landmarks: float = 0.0

@@ -106,9 +106,9 @@ class FrameDataset(ShardDataset):
     into self-blended pseudo-fakes (:func:`dfdc.data.sbi.self_blend`) before the
     transform; their label must be 1. In such a table every real row is a pseudo-fake's twin and trains as
     SBI's target (:func:`dfdc.data.sbi.pair_target`, drawn from the epoch and the crop's key, so both rows draw
-    it alike). With the 68 dense landmarks in the table (the ``dx0`` ... ``dy67``
-    columns of the `landmarks` stage; NaN for a crop whose fit failed), the half-face blackout and the
-    self-blend take the face region from them, and they follow the transform as keypoints too. Draws of both are seeded by the epoch's seed
+    it alike). With the 68 dense landmarks in the table (the ``dx0`` ... ``dy67`` columns of the `landmarks`
+    stage; NaN for a crop whose fit failed), the half-face blackout and the self-blend take the face region
+    from them, and they follow the transform as keypoints too. Draws of both are seeded by the epoch's seed
     (:meth:`set_random_seed`) and the row, so a resumed run repeats them.
     """
 

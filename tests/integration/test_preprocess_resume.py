@@ -21,7 +21,7 @@ from dfdc.preprocess.chunks import DONE, ChunkStore, chunk_tmp, plan_chunks, run
 PARAMS = """
 detect: {every: 5, min_track: 2, workers: 1, chunk: 1, device: cpu}
 crops: {margin: 0.3, workers: 1, chunk: 1}
-landmarks: {workers: 1}
+landmarks: {workers: 0}
 clips: {window: 4, stride: 1, per_track: 1, size: 32}
 """
 CHUNKED = ("detect", "cut", "landmarks")

@@ -37,7 +37,8 @@ def test_list_models_sorted_and_complete():
              "ntech_efficientnet_b0", "ntech_tf_efficientnet_b7_ns",
              "lstm_resnet18", "lstm_regnetx_002", "lstm_mobilenetv3_small_100", "lstm_efficientnet_b0",
              "lstm_efficientnet_b6", "lstm_tf_efficientnet_b7_ns"}
-    foundation = {f"clip_vit_{tower}_{mode}" for tower in ("l14", "b16", "tiny") for mode in ("ln", "probe", "effort", "gend")}
+    foundation = {f"clip_vit_{tower}_{mode}" for tower in ("l14", "b16", "tiny")
+                  for mode in ("ln", "probe", "effort", "gend")}
     wsdan = {"wsdan_xception", "wsdan_efficientnet_b3", "wsdan_resnet18"}
     assert set(names) == frames | clips | foundation | wsdan
 
