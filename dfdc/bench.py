@@ -318,7 +318,7 @@ def bench_landmarks(crops_table: str | Path = "data/crops.parquet", faces: str |
                     heights: tuple[int, ...] = (1080,)) -> list[dict]:
     """dlib's 68 points per crop (the `landmarks` stage's work, one thread): on ``n`` stored crops as they are, and
     the same crops resized as if cut from a video of each of ``heights`` (box and pixels scaled by height / the
-    video's height). Reading the crop is not timed; the fit, the 5-point check and the table row are."""
+    video's height). Timed: the fit and its check against the 5 points; not the crop's decode."""
     from dfdc.faces.landmarks import DensePredictor, face_boxes_in_crops, five_point_error
     from dfdc.preprocess.columns import LANDMARK_COLUMNS
     from dfdc.store import ShardReader, decode_png

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from dfdc.codehash import code_digest
-from dfdc.faces.landmarks import DENSE_COLUMNS, MAX_ERROR, DensePredictor, face_boxes_in_crops, five_point_error
+from dfdc.faces.landmarks import (DENSE_COLUMNS, MAX_ERROR, POINTS, DensePredictor, face_boxes_in_crops,
+                                  five_point_error)
 from dfdc.preprocess.chunks import DONE, Chunk, ChunkStore, RunSummary, chunk_tmp, plan_chunks, run_chunks
 from dfdc.preprocess.columns import LANDMARK_COLUMNS as LANDMARKS
 from dfdc.store import ShardReader, decode_png, file_sha256, write_parquet
@@ -38,7 +39,7 @@ def dense_rows(rows: pd.DataFrame, directory: str | Path, predictor: DensePredic
         for r in rows.to_dict("records"):
             row: dict[str, Any] = {"key": r["key"], "shard": r["shard"], "dense_ok": False, "dense_error": "",
                                    "five_error": float("nan")}
-            points = np.full((68, 2), np.nan, np.float32)
+            points = np.full((POINTS, 2), np.nan, np.float32)
             box = np.array([r["fx1"], r["fy1"], r["fx2"], r["fy2"]], np.float64)
             try:
                 image = decode_png(reader.get(r["shard"], r["key"]))
