@@ -242,7 +242,11 @@ def run_on_worker(work: Callable, chunk: Chunk, directory: str | dict[str, str],
     if not os.path.isdir(cwd):
         raise FileNotFoundError(f"worker {socket.gethostname()}: the repository is not at {cwd}; every worker needs "
                                 "the repository and the videos at the driver's paths (a shared filesystem)")
-    if os.getcwd() != cwd:
+    try:
+        here = os.getcwd()
+    except FileNotFoundError:  # a long-lived worker whose last folder was deleted since
+        here = None
+    if here != cwd:
         os.chdir(cwd)  # the index's paths are relative to the repository
     if initializer is not None:
         key = (initializer.__module__, initializer.__qualname__, repr(initargs))

@@ -247,3 +247,22 @@ def test_a_worker_running_other_code_is_refused(cluster, tmp_path, monkeypatch):
     with pytest.raises(chunks.OtherCode, match="runs other dfdc code than the driver .* the driver's 000000000000"):
         run_chunks(store, plan, _write, 1, desc="t", progress=False, scheduler=cluster.scheduler_address)
     assert store.chunks == {}
+
+
+def test_a_worker_whose_last_folder_was_deleted_moves_to_the_repository(tmp_path):
+    from dfdc.preprocess.chunks import run_on_worker
+
+    gone, repo = tmp_path / "gone", tmp_path / "repo"
+    gone.mkdir()
+    repo.mkdir()
+    plan = plan_chunks([("p", "v0", 0)], 1, lambda us: us)
+    here = os.getcwd()
+    try:
+        os.chdir(gone)
+        gone.rmdir()  # as a long-lived worker's folder from an earlier run
+        (tmp_path / "out").mkdir()
+        out = run_on_worker(_write, plan[0], str(tmp_path / "out"), code=code_digest(), modules=(), cwd=str(repo))
+        assert os.getcwd() == str(repo)
+    finally:
+        os.chdir(here)
+    assert out["txt"].read_text() == "v0"
